@@ -1,0 +1,54 @@
+"""Frozen-encoder feature extraction shared by the evaluations."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ssl_bench.config import RunConfig
+from ssl_bench.data.datasets import DataSplits, TransformDataset, eval_transform, targets_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation needs besides the encoder."""
+
+    cfg: RunConfig
+    splits: DataSplits
+    device: torch.device
+    cache: Optional[dict] = None  # features keyed by (split, encoder id) within one eval call
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset, size: int, mean, std, device: torch.device,
+                     batch_size: int = 256, num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    ds = TransformDataset(dataset, eval_transform(size, mean, std))
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats = [encoder(x.to(device, non_blocking=True)).float().cpu() for x, _ in loader]
+    encoder.train(was_training)
+    return torch.cat(feats), torch.tensor(targets_of(dataset))
+
+
+def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Train (bank) and test features of ``encoder`` on the run's dataset, cached per context."""
+    key = id(encoder)
+    if ctx.cache is not None and key in ctx.cache:
+        return ctx.cache[key]
+    cfg = ctx.cfg
+    size = cfg.data.global_size or cfg.backbone.img_size
+    args = (size, ctx.splits.mean, ctx.splits.std, ctx.device, cfg.eval.batch_size, cfg.data.num_workers)
+    xtr, ytr = extract_features(encoder, ctx.splits.train, *args)
+    xte, yte = extract_features(encoder, ctx.splits.test, *args)
+    out = (xtr, ytr, xte, yte)
+    if ctx.cache is not None:
+        ctx.cache[key] = out
+    return out

@@ -1,0 +1,91 @@
+"""The method contract. A method is an ``nn.Module`` with one required call and optional hooks.
+
+The engine owns optimisers, devices, logging, checkpoints and distribution; a method only says how
+to turn a batch of views into a loss (plus what to EMA-update and which schedules it needs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.engine.schedules import Schedule
+
+
+@dataclass
+class StepState:
+    """What the engine tells a method about the current step; ``values`` holds evaluated schedules."""
+
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    values: dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base with defaults for every hook and nothing else."""
+
+    def __init__(self, view_spec: ViewSpec) -> None:
+        super().__init__()
+        self._view_spec = view_spec
+
+    def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
+        """Return a dict holding ``"loss"``; every other scalar in it is logged."""
+        raise NotImplementedError
+
+    def view_spec(self) -> ViewSpec:
+        """Crops this method trains on (globals first, then locals)."""
+        return self._view_spec
+
+    def configure_views(self, spec: ViewSpec) -> None:
+        """The engine sets the crops the data layer will deliver (``data.n_local`` overrides the default)."""
+        self._view_spec = spec
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) pairs the engine updates with the ``momentum`` schedule."""
+        return []
+
+    def schedules(self) -> dict[str, Schedule]:
+        """Named per-step schedules; ``momentum`` drives the EMA of ``ema_pairs``."""
+        return {}
+
+    def after_backward(self, state: StepState) -> None:
+        """Called after backward, before clipping and the optimiser step."""
+
+    def after_step(self, state: StepState) -> None:
+        """Called after the optimiser step and the EMA update."""
+
+    def encoder(self) -> nn.Module:
+        """The backbone the evaluations use."""
+        raise NotImplementedError
+
+    def collapsed(self, epoch_metrics: dict[str, float]) -> Optional[bool]:
+        """Whether the logged metrics of the last epoch show collapse (None: not diagnosed)."""
+        return None
+
+
+def multicrop_forward(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+    """One forward per run of same-resolution crops (DINO's MultiCropWrapper), split back per crop."""
+    outs: list[Tensor] = []
+    i = 0
+    while i < len(views):
+        j = i
+        while j < len(views) and views[j].shape[-2:] == views[i].shape[-2:]:
+            j += 1
+        outs.extend(fn(torch.cat(list(views[i:j]))).chunk(j - i))
+        i = j
+    return outs
+
+
+def make_target(online: nn.Module, builder: Callable[[], nn.Module]) -> nn.Module:
+    """A frozen copy of ``online`` built fresh and loaded from its state dict (deepcopy breaks on
+    lightly's weight-normed heads)."""
+    target = builder()
+    target.load_state_dict(online.state_dict())
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target

@@ -1,0 +1,167 @@
+"""DINO: self-distillation with no labels (Caron et al., ICCV 2021, arXiv:2104.14294)."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from torch import Tensor, nn
+
+from ssl_bench.backbones import build_backbone
+from ssl_bench.config import BackboneConfig
+from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.engine import schedules as S
+from ssl_bench.registry import register_method
+from ssl_bench.methods.base import Method, StepState, make_target, multicrop_forward
+
+
+@dataclass
+class DINOConfig:
+    """DINO settings. Defaults: the paper's ViT-S/16 recipe (Caron et al. 2021, §3, App. B and the
+    reference ``main_dino.py``): out_dim 65536, teacher temp 0.04 (warm-up 0.04 over 30 epochs in
+    the long schedules), student temp 0.1, center momentum 0.9, EMA 0.996 -> 1 (cosine), last layer
+    frozen for the first epoch, 8 local crops.
+
+    Ablation switches: ``centering=false`` never centres the teacher logits (the center stays zero);
+    sharpening is off when ``teacher_temp == student_temp`` (and the warm-up temperature too).
+    """
+
+    name: str = "dino"
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    use_bn_in_head: bool = False
+    norm_last_layer: bool = True
+    momentum_teacher: float = 0.996
+    centering: bool = True
+    center_momentum: float = 0.9
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 0.0
+    student_temp: float = 0.1
+    freeze_last_layer: int = 1
+    n_local: int = 8
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        for key in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"bad value for 'method.{key}': {getattr(self, key)}; must be > 0")
+        if not 0.0 <= self.center_momentum <= 1.0:
+            raise ConfigError(f"bad value for 'method.center_momentum': {self.center_momentum}; valid: [0, 1]")
+        if not 0.0 <= self.momentum_teacher <= 1.0:
+            raise ConfigError(f"bad value for 'method.momentum_teacher': {self.momentum_teacher}; valid: [0, 1]")
+
+
+def _head(cfg: DINOConfig, in_dim: int) -> DINOProjectionHead:
+    with warnings.catch_warnings():  # lightly still uses nn.utils.weight_norm (deprecated, works)
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        return _make_head(cfg, in_dim)
+
+
+def _make_head(cfg: DINOConfig, in_dim: int) -> DINOProjectionHead:
+    return DINOProjectionHead(
+        in_dim,
+        cfg.hidden_dim,
+        cfg.bottleneck_dim,
+        cfg.out_dim,
+        batch_norm=cfg.use_bn_in_head,
+        freeze_last_layer=cfg.freeze_last_layer,
+        norm_last_layer=cfg.norm_last_layer,
+    )
+
+
+class _Net(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+@register_method(
+    "dino",
+    config=DINOConfig,
+    presets={
+        # Short CPU schedules: the teacher must move within ~80 steps/epoch (PROTOCOL.md notes).
+        "default": {"method": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "momentum_teacher": 0.99,
+                               "teacher_temp": 0.04, "n_local": 4}},
+        "cifar10-cpu": {"method": {"out_dim": 4096, "hidden_dim": 1024, "bottleneck_dim": 256,
+                                   "momentum_teacher": 0.99, "teacher_temp": 0.04, "n_local": 4}},
+    },
+)
+class DINO(Method):
+    """DINO: the student matches the centred, sharpened teacher (EMA of the student) across crops."""
+
+    def __init__(self, cfg: DINOConfig, backbone_cfg: BackboneConfig) -> None:
+        super().__init__(ViewSpec(2, cfg.n_local))
+        self.cfg = cfg
+
+        def build() -> _Net:
+            bb = build_backbone(backbone_cfg)
+            return _Net(bb, _head(cfg, bb.embed_dim))
+
+        self.student = build()
+        self.teacher = make_target(self.student, build)
+        # centering=false: momentum 1 keeps lightly's center at its initial zero, so teacher logits
+        # are never centred (lightly's DINOLoss has no switch of its own).
+        self.criterion = DINOLoss(
+            output_dim=cfg.out_dim,
+            teacher_temp=cfg.teacher_temp,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum if cfg.centering else 1.0,
+        )
+
+    def schedules(self) -> dict[str, S.Schedule]:
+        return {
+            "momentum": S.cosine(self.cfg.momentum_teacher, 1.0),
+            "teacher_temp": S.linear_warmup(
+                self.cfg.warmup_teacher_temp, self.cfg.teacher_temp, self.cfg.warmup_teacher_temp_epochs
+            ),
+        }
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.student, self.teacher)]
+
+    def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
+        n_global = self.view_spec().n_global
+        with torch.no_grad():
+            teacher_out = multicrop_forward(self.teacher, views[:n_global])
+        student_out = multicrop_forward(self.student, views)
+        temp = state.values["teacher_temp"]
+        center = self.criterion.center.detach().clone()
+        loss = self.criterion(teacher_out, student_out, teacher_temp=temp)
+        with torch.no_grad():
+            p = F.softmax((torch.stack(teacher_out).float() - center) / temp, dim=-1)
+            logp = torch.log(p.clamp_min(1e-12))
+            ent_sample = -(p * logp).sum(-1).mean()
+            p_mean = p.mean(dim=(0, 1))
+            ent_mean = -(p_mean * torch.log(p_mean.clamp_min(1e-12))).sum()
+            # The loss averages CE(teacher_t, student_s) over pairs t != s; each teacher view appears
+            # equally often, so subtracting the mean teacher entropy leaves the mean KL.
+            kl = loss.detach().float() - ent_sample
+        return {"loss": loss, "teacher_entropy": ent_sample, "teacher_mean_entropy": ent_mean, "kl": kl}
+
+    def after_backward(self, state: StepState) -> None:
+        self.student.head.cancel_last_layer_gradients(state.epoch)
+
+    def encoder(self) -> nn.Module:
+        return self.teacher.backbone
+
+    def collapsed(self, m: dict[str, float]) -> Optional[bool]:
+        """DINO Fig. 7: both collapse modes drive KL(teacher || student) to ~0; one-dimension collapse
+        also drives the entropy of the mean teacher output to ~0, uniform collapse drives the
+        per-sample teacher entropy to ln(out_dim)."""
+        if "kl" not in m:
+            return None
+        log_k = math.log(self.cfg.out_dim)
+        one_dim = m["teacher_mean_entropy"] < 0.1 * log_k
+        uniform = m["teacher_entropy"] > 0.9 * log_k
+        return bool(m["kl"] < 0.05 * log_k and (one_dim or uniform))

@@ -1,0 +1,92 @@
+"""Command line: ``python -m ssl_bench run|list|report [key=value ...]``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ssl_bench.errors import UserError
+
+USAGE = """python -m ssl_bench COMMAND [key=value ...]
+
+commands:
+  run     train one method and evaluate it      run method=dino dataset=cifar10 data.root=PATH
+  list    registered methods, backbones, datasets, evals and presets
+  report  one table of all runs under results_root (default results/runs)
+"""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def cmd_run(overrides: list[str]) -> int:
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.train import train
+
+    cfg = build_config(overrides)
+    result = train(cfg)
+    m = {(r["eval"], r["metric"]): r["value"] for r in result.metrics}
+    print(f"run folder: {result.run_dir.path}")
+    for ev in cfg.eval.evals:
+        trained, init = m.get((ev, "top1")), m.get((f"{ev}@init", "top1"))
+        if trained is not None:
+            base = f"   random init: {init:.4f}" if init is not None else ""
+            print(f"{ev} top-1 ({cfg.method.name}, {cfg.backbone.name}, {cfg.dataset}): {trained:.4f}{base}")
+    if m.get(("train", "collapsed")):
+        print("warning: the run collapsed (see train.jsonl: teacher entropy and KL)")
+    return 0
+
+
+def cmd_list(_: list[str]) -> int:
+    from ssl_bench.config import preset_names
+    from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
+
+    for reg in (METHODS, BACKBONES, DATASETS, EVALS):
+        print(f"{reg.kind}s:")
+        for name in reg.names():
+            doc = reg.get(name).doc
+            print(f"  {name:<14} {doc}")
+    print("presets:")
+    for name in preset_names():
+        print(f"  {name}")
+    return 0
+
+
+def cmd_report(overrides: list[str]) -> int:
+    from ssl_bench.report.tables import report_command
+
+    return report_command(overrides)
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_bench", usage=USAGE, add_help=True)
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args.overrides)
+    except UserError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: Exception) -> str:
+    """DataLoader workers wrap errors in a traceback; keep only the original message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

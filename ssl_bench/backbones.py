@@ -1,0 +1,147 @@
+"""timm backbones behind one small interface.
+
+Every backbone is a :class:`Backbone`: ``embed_dim``, ``forward(x) -> (B, embed_dim)`` pooled
+features (ViT: CLS token; ResNet: global average pool), ``patch_features(x) -> (B, h, w, D)`` for
+dense evaluations, and ``last_attention(x) -> (B, heads, N, N)`` for ViTs (DINO §4.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from ssl_bench.config import BackboneConfig
+from ssl_bench.registry import BACKBONES, register_backbone
+
+
+class Backbone(nn.Module):
+    """Interface shared by all backbones."""
+
+    embed_dim: int
+    is_vit: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def patch_features(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def last_attention(self, x: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no self-attention; use a ViT backbone")
+
+
+@dataclass
+class ViTConfig(BackboneConfig):
+    """timm VisionTransformer; ``dynamic_img_size`` lets local crops of another size through."""
+
+    patch_size: int = 16
+    depth: Optional[int] = None  # None: the architecture's depth (12)
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class ViTTinyConfig(ViTConfig):
+    img_size: int = 32
+    patch_size: int = 4
+
+
+@dataclass
+class ViTSmallConfig(ViTConfig):
+    img_size: int = 224
+    patch_size: int = 16
+
+
+@dataclass
+class ResNetConfig(BackboneConfig):
+    """timm ResNet; ``cifar_stem`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (32 px inputs)."""
+
+    img_size: int = 32
+    cifar_stem: bool = True
+    zero_init_residual: bool = True
+
+
+class TimmViT(Backbone):
+    is_vit = True
+
+    def __init__(self, arch: str, cfg: ViTConfig) -> None:
+        super().__init__()
+        kwargs = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate)
+        if cfg.depth is not None:
+            kwargs["depth"] = cfg.depth
+        self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
+        self.embed_dim = self.model.num_features
+        self.num_heads = self.model.blocks[-1].attn.num_heads
+        self.patch_size = cfg.patch_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _tokens_before_last_block(self, x: Tensor) -> Tensor:
+        m = self.model
+        x = m.patch_embed(x)
+        x = m._pos_embed(x)
+        x = m.patch_drop(x)
+        x = m.norm_pre(x)
+        for blk in m.blocks[:-1]:
+            x = blk(x)
+        return x
+
+    def patch_features(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
+        return tokens.reshape(x.shape[0], h, w, -1)
+
+    def last_attention(self, x: Tensor) -> Tensor:
+        """Softmax attention of the last block, (B, heads, N, N) with the CLS token first."""
+        tokens = self._tokens_before_last_block(x)
+        blk = self.model.blocks[-1]
+        attn = blk.attn
+        y = blk.norm1(tokens)
+        b, n, c = y.shape
+        qkv = attn.qkv(y).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+        return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+
+class TimmResNet(Backbone):
+    def __init__(self, arch: str, cfg: ResNetConfig) -> None:
+        super().__init__()
+        self.model = timm.create_model(arch, pretrained=False, num_classes=0, zero_init_last=cfg.zero_init_residual)
+        if cfg.cifar_stem:
+            self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.model.maxpool = nn.Identity()
+        self.embed_dim = self.model.num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def patch_features(self, x: Tensor) -> Tensor:
+        return self.model.forward_features(x).permute(0, 2, 3, 1)
+
+
+def _vit(arch: str):
+    return lambda cfg: TimmViT(arch, cfg)
+
+
+def _resnet(arch: str):
+    return lambda cfg: TimmResNet(arch, cfg)
+
+
+register_backbone("vit_tiny", config=ViTTinyConfig)(_vit("vit_tiny_patch16_224"))
+register_backbone("vit_small", config=ViTSmallConfig)(_vit("vit_small_patch16_224"))
+register_backbone("vit_base", config=ViTSmallConfig)(_vit("vit_base_patch16_224"))
+register_backbone("resnet18", config=ResNetConfig)(_resnet("resnet18"))
+register_backbone("resnet50", config=ResNetConfig)(_resnet("resnet50"))
+
+
+def build_backbone(cfg: BackboneConfig) -> Backbone:
+    """Instantiate the registered backbone named by ``cfg.name``."""
+    return BACKBONES.get(cfg.name).obj(cfg)
+
+
+@torch.no_grad()
+def infer_embed_dim(cfg: BackboneConfig) -> int:
+    return build_backbone(cfg).embed_dim

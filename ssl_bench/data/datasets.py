@@ -1,0 +1,212 @@
+"""Registered datasets. Each returns (train, test) of (PIL image, label) pairs.
+
+``digits`` is embedded (scikit-learn's bundled 8x8 digits, upsampled), so the suite runs with no
+download. ``cifar10``/``cifar100``/``stl10`` accept torchvision's own format or an ImageFolder tree
+with ``train/`` and ``test/``; ``imagefolder`` takes any such tree.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+from torchvision.transforms import v2 as T
+import torch
+
+from ssl_bench.config import DataConfig
+from ssl_bench.errors import UserError
+from ssl_bench.registry import DATASETS, register_dataset
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataSplits:
+    """Pre-training/k-NN-bank images (``train``) and held-out ``test`` images, with labels."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+
+
+class ListDataset(Dataset):
+    """In-memory (image, label) pairs."""
+
+    def __init__(self, images: list, targets: list[int]) -> None:
+        self.images, self.targets = images, list(targets)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.targets[i]
+
+
+class TransformDataset(Dataset):
+    """Apply ``transform`` to the image of each (image, label) pair."""
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        return self.transform(img), label
+
+
+class SubsetDataset(ListDataset):
+    def __init__(self, base: Dataset, indices: list[int], targets: list[int]) -> None:
+        self.base, self.indices, self.targets = base, indices, targets
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[self.indices[i]]
+
+
+def load_image(path: str) -> Image.Image:
+    """PIL loader whose error names the file (ImageFolder's default does not)."""
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except Exception as err:  # PIL raises many types for bad files
+        raise UserError(f"cannot read image file {path}: {type(err).__name__}: {err}") from None
+
+
+def targets_of(ds: Dataset) -> list[int]:
+    t = getattr(ds, "targets", None)
+    if t is None:
+        t = getattr(ds, "labels", None)
+    if t is None:
+        t = [ds[i][1] for i in range(len(ds))]
+    return [int(x) for x in t]
+
+
+def per_class_subset(ds: Dataset, n: int) -> Dataset:
+    """The first ``n`` items of each class in dataset order (ImageFolder: sorted file names)."""
+    if n <= 0:
+        return ds
+    targets = targets_of(ds)
+    counts: dict[int, int] = {}
+    keep = []
+    for i, t in enumerate(targets):
+        if counts.get(t, 0) < n:
+            counts[t] = counts.get(t, 0) + 1
+            keep.append(i)
+    return SubsetDataset(ds, keep, [targets[i] for i in keep])
+
+
+def _image_folder(root: Path, split: str) -> Dataset:
+    path = root / split
+    if not path.is_dir():
+        raise UserError(f"data.root {str(root)!r} has no {split}/ folder (expected an ImageFolder tree with train/ and test/)")
+    try:
+        return tvd.ImageFolder(str(path), loader=load_image)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise UserError(f"cannot read ImageFolder {str(path)!r}: {err}") from None
+
+
+def _require_root(cfg: DataConfig, name: str) -> Path:
+    if not cfg.root:
+        raise UserError(f"dataset={name} needs data.root=PATH (a folder with train/ and test/, or torchvision's files)")
+    root = Path(cfg.root).expanduser()
+    if not root.exists() and not cfg.download:
+        raise UserError(f"data.root {cfg.root!r} does not exist (set data.download=true to fetch {name} there)")
+    return root
+
+
+@register_dataset("digits")
+def digits(cfg: DataConfig) -> DataSplits:
+    """Embedded default: scikit-learn's 1,797 8x8 digits, 80/20 split with a fixed seed, no download."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    imgs = (d.images / 16.0 * 255).clip(0, 255).astype(np.uint8)
+    pil = [Image.fromarray(im, mode="L").resize((32, 32), Image.BICUBIC).convert("RGB") for im in imgs]
+    idx = np.arange(len(pil))
+    tr, te = train_test_split(idx, test_size=0.2, random_state=0, stratify=d.target)
+    train = ListDataset([pil[i] for i in tr], [int(d.target[i]) for i in tr])
+    test = ListDataset([pil[i] for i in te], [int(d.target[i]) for i in te])
+    return DataSplits(train, test, 10, mean=(0.25,) * 3, std=(0.35,) * 3)
+
+
+def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train_kw, test_kw):
+    def build(cfg: DataConfig) -> DataSplits:
+        root = _require_root(cfg, name)
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            train, test = _image_folder(root, "train"), _image_folder(root, "test")
+        else:
+            try:
+                train = tv_cls(str(root), download=cfg.download, **train_kw)
+                test = tv_cls(str(root), download=cfg.download, **test_kw)
+            except RuntimeError as err:
+                raise UserError(
+                    f"data.root {cfg.root!r} holds neither train/+test/ folders nor torchvision's {name} files ({err})"
+                ) from None
+        return DataSplits(train, test, num_classes, mean, std)
+
+    build.__doc__ = f"{name}: torchvision's format (data.download=true fetches it) or an ImageFolder train/+test/ tree."
+    return build
+
+
+register_dataset("cifar10")(
+    _torchvision_or_folder(
+        "cifar10", tvd.CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), {"train": True}, {"train": False}
+    )
+)
+register_dataset("cifar100")(
+    _torchvision_or_folder(
+        "cifar100", tvd.CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), {"train": True}, {"train": False}
+    )
+)
+register_dataset("stl10")(
+    _torchvision_or_folder(
+        "stl10", tvd.STL10, 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), {"split": "train"}, {"split": "test"}
+    )
+)
+
+
+@register_dataset("imagefolder")
+def imagefolder(cfg: DataConfig) -> DataSplits:
+    """Any ImageFolder tree with train/ and test/ (class sub-folders), ImageNet statistics."""
+    root = _require_root(cfg, "imagefolder")
+    train, test = _image_folder(root, "train"), _image_folder(root, "test")
+    return DataSplits(train, test, len(train.classes))
+
+
+def build_datasets(name: str, cfg: DataConfig) -> DataSplits:
+    """Build the named dataset and apply the per-class subsets of ``cfg``."""
+    splits = DATASETS.get(name).obj(cfg)
+    splits.train = per_class_subset(splits.train, cfg.train_per_class)
+    splits.test = per_class_subset(splits.test, cfg.test_per_class)
+    if len(splits.train) == 0 or len(splits.test) == 0:
+        raise UserError(f"dataset {name!r} at {cfg.root!r} has no images in train or test")
+    log.info("dataset %s: %d train, %d test images", name, len(splits.train), len(splits.test))
+    return splits
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """No augmentation: resize the short side to ``size``, centre crop, normalise."""
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.Resize(size, antialias=True),
+            T.CenterCrop(size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean, std),
+        ]
+    )

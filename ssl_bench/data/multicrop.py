@@ -1,0 +1,70 @@
+"""One multi-crop transform shared by every method (DINO / BYOL augmentation policy).
+
+Global crop 1: blur p=1.0; global crop 2: blur p=0.1 + solarisation p=0.2; local crops: blur p=0.5
+(Caron et al. 2021, Grill et al. 2020). Every crop gets flip, colour jitter (0.4, 0.4, 0.2, 0.1) with
+p=0.8 and greyscale with p=0.2. More than two global crops alternate the two global policies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torchvision.transforms import v2 as T
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How many crops a method wants: ``n_global`` at ``global_size``, ``n_local`` at ``local_size``."""
+
+    n_global: int = 2
+    n_local: int = 0
+
+
+def _blur(size: int, p: float, enabled: bool) -> T.Transform:
+    if not enabled or p <= 0:
+        return T.Identity()
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # ~10% of the crop, odd (BYOL: 23 px at 224)
+    return T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=p)
+
+
+class MultiCropTransform:
+    """Map one PIL image to ``n_global + n_local`` normalised float tensors (globals first)."""
+
+    def __init__(
+        self,
+        spec: ViewSpec,
+        global_size: int,
+        local_size: int,
+        global_scale: Sequence[float] = (0.25, 1.0),
+        local_scale: Sequence[float] = (0.05, 0.25),
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        blur: bool = True,
+        solarize: bool = True,
+    ) -> None:
+        if spec.n_global < 1 or spec.n_local < 0:
+            raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
+        self.spec = spec
+        flip_jitter = [
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+        ]
+        finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+        bicubic = T.InterpolationMode.BICUBIC
+
+        def rrc(size: int, scale: Sequence[float]) -> T.Transform:
+            return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
+
+        self.global1 = T.Compose([rrc(global_size, global_scale), *flip_jitter, _blur(global_size, 1.0, blur), *finish])
+        sol = [T.RandomSolarize(threshold=128, p=0.2)] if solarize else []
+        self.global2 = T.Compose(
+            [rrc(global_size, global_scale), *flip_jitter, _blur(global_size, 0.1, blur), *sol, *finish]
+        )
+        self.local = T.Compose([rrc(local_size, local_scale), *flip_jitter, _blur(local_size, 0.5, blur), *finish])
+
+    def __call__(self, img) -> list[torch.Tensor]:
+        crops = [(self.global1 if i % 2 == 0 else self.global2)(img) for i in range(self.spec.n_global)]
+        crops += [self.local(img) for _ in range(self.spec.n_local)]
+        return crops

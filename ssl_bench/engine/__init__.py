@@ -1,0 +1,1 @@
+"""The training engine: loop, schedules, checkpoints, distributed helpers."""

@@ -1,0 +1,255 @@
+"""The training loop shared by every method."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from ssl_bench.config import RunConfig, to_yaml
+from ssl_bench.data.datasets import DataSplits, TransformDataset, build_datasets
+from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+from ssl_bench.engine import distributed as D
+from ssl_bench.engine import schedules as S
+from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from ssl_bench.errors import UserError
+from ssl_bench.methods.base import Method, StepState
+from ssl_bench.registry import EVALS, METHODS
+from ssl_bench.results import RunDir, new_run_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    metrics: list[dict]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available; valid here: auto, cpu")
+    return torch.device(name)
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill the config's derived values (crop sizes, method's local-crop count) so the saved config is complete."""
+    data = cfg.data
+    gsize = data.global_size or cfg.backbone.img_size
+    n_local = data.n_local if data.n_local is not None else getattr(cfg.method, "n_local", 0)
+    data = replace(data, global_size=gsize, local_size=data.local_size or max(gsize // 2, 1), n_local=n_local)
+    return replace(cfg, data=data)
+
+
+def build_method(cfg: RunConfig) -> Method:
+    """Seed, then build the method: the same seed always gives the same initial weights."""
+    seed_everything(cfg.seed)
+    method = METHODS.get(cfg.method.name).obj(cfg.method, cfg.backbone)
+    method.configure_views(ViewSpec(cfg.data.n_global, cfg.data.n_local))
+    return method
+
+
+def param_groups(module: nn.Module) -> list[dict]:
+    """No weight decay on biases and norm parameters (DINO's ``get_params_groups``)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "regularize": True}, {"params": no_decay, "regularize": False, "weight_decay": 0.0}]
+
+
+def make_optimizer(cfg: RunConfig, method: nn.Module) -> torch.optim.Optimizer:
+    groups = param_groups(method)
+    if cfg.optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=0.0, foreach=True)
+
+
+def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
+    """Return the run folder and whether this call created it."""
+    if cfg.run_dir:
+        run = RunDir(cfg.run_dir)
+        if run.path.exists() and any(run.path.iterdir()):
+            if cfg.resume == "auto":
+                return run, False
+            raise UserError(f"run_dir {cfg.run_dir!r} already holds a run; pass resume=auto to continue it or pick a new run_dir")
+    else:
+        rid = new_run_id(cfg.method.name, cfg.backbone.name, cfg.dataset, cfg.seed)
+        run = RunDir(Path(cfg.results_root) / rid)
+    created = not run.path.exists()
+    run.path.mkdir(parents=True, exist_ok=True)
+    return run, created
+
+
+class Trainer:
+    """Runs one configured training run end to end (train, checkpoint, evaluate, write results)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = resolve(cfg)
+        self.device = pick_device(self.cfg.device)
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _loader(self, splits: DataSplits, epoch: int) -> DataLoader:
+        cfg = self.cfg
+        transform = MultiCropTransform(
+            ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
+            cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur, cfg.data.solarize,
+        )
+        ds = TransformDataset(splits.train, transform)
+        per_rank = cfg.optim.batch_size // D.world_size()
+        g = torch.Generator()
+        g.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch seed: shuffling and worker RNGs reproduce on resume
+        sampler = None
+        if D.is_dist():
+            sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        return DataLoader(ds, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
+                          num_workers=cfg.data.num_workers, drop_last=True, pin_memory=self.device.type == "cuda")
+
+    # -- main entry --------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        splits = build_datasets(cfg.dataset, cfg.data)
+        global_batch = cfg.optim.batch_size
+        if global_batch % D.world_size():
+            raise UserError(f"optim.batch_size={global_batch} must be divisible by the {D.world_size()} processes")
+        steps_per_epoch = len(splits.train) // global_batch
+        if steps_per_epoch == 0:
+            raise UserError(f"optim.batch_size={global_batch} is larger than the {len(splits.train)} training images")
+        method = build_method(cfg).to(self.device)
+        run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir or "."), False)
+        try:
+            return self._train(run, method, splits, steps_per_epoch)
+        except BaseException:
+            if created and not run.has_checkpoint():
+                shutil.rmtree(run.path, ignore_errors=True)  # no partial run left behind
+            raise
+
+    def _train(self, run: RunDir, method: Method, splits: DataSplits, spe: int) -> RunResult:
+        cfg, dev = self.cfg, self.device
+        total = spe * cfg.optim.epochs
+        opt = make_optimizer(cfg, method)
+        lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
+        lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
+        wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
+        scheds = method.schedules()
+        start_epoch, step = 0, 0
+        if run.has_checkpoint() and cfg.resume == "auto":
+            ckpt = load_checkpoint(run.checkpoint, method, opt)
+            start_epoch, step = ckpt["epoch"], ckpt["step"]
+            set_rng_state(ckpt["rng"])
+            log.info("resumed %s at epoch %d (step %d)", run.path, start_epoch, step)
+        if D.is_main():
+            run.write_config(to_yaml(cfg))
+        params = [p for p in method.parameters() if p.requires_grad]
+        pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]
+        bf16 = cfg.precision == "bf16"
+        method.train()
+        t_start = time.perf_counter()
+        last: dict[str, float] = {}
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            loader = self._loader(splits, epoch)
+            sums: dict[str, torch.Tensor] = {}
+            n = 0
+            t0 = time.perf_counter()
+            bar = tqdm(loader, total=spe, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
+                       disable=not (cfg.progress and D.is_main()), mininterval=2.0)
+            for views, _ in bar:
+                views = [v.to(dev, non_blocking=True) for v in views]
+                values = {name: f(step, spe, total) for name, f in scheds.items()}
+                state = StepState(step, epoch, spe, total, values)
+                cur_lr, cur_wd = lr_s(step, spe, total), wd_s(step, spe, total)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                    if g["regularize"]:
+                        g["weight_decay"] = cur_wd
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = method.training_step(views, state)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                method.after_backward(state)
+                if cfg.optim.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
+                opt.step()
+                if pairs:
+                    m = values["momentum"]
+                    with torch.no_grad():
+                        for online, target in pairs:
+                            torch._foreach_mul_(target, m)
+                            torch._foreach_add_(target, online, alpha=1.0 - m)
+                method.after_step(state)
+                for k, v in out.items():
+                    v = v.detach().float()
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                n += 1
+                step += 1
+                if step % 25 == 0 and not torch.isfinite(out["loss"].detach()):
+                    raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower optim.lr or use fp32")
+            means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
+            if not math.isfinite(means.get("loss", 0.0)):
+                raise FloatingPointError(f"loss is {means['loss']} in epoch {epoch + 1}; lower optim.lr or use fp32")
+            dt = time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "step": step, "lr": cur_lr, "wd": cur_wd, **means,
+                      **{k: v for k, v in values.items()}, "epoch_time_s": dt,
+                      "images_per_s": n * cfg.optim.batch_size / dt}
+            if cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0 and epoch + 1 < cfg.optim.epochs:
+                record.update({f"knn_{r['metric']}": r["value"] for r in self.evaluate(method.encoder(), splits, ["knn"])})
+            last = means
+            log.info("epoch %d/%d  %s", epoch + 1, cfg.optim.epochs,
+                     "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+            if D.is_main():
+                run.append_train_log(record)
+                save_checkpoint(run.checkpoint, method, opt, epoch + 1, step)
+        if not last:  # resumed a finished run: take the diagnostics from its log
+            log_rows = run.read_train_log()
+            last = {k: v for k, v in (log_rows[-1] if log_rows else {}).items() if isinstance(v, float)}
+        wall = time.perf_counter() - t_start
+        rows = [{"eval": "train", "metric": "final_loss", "value": last.get("loss", float("nan"))},
+                {"eval": "train", "metric": "wall_time_s", "value": wall}]
+        collapsed = method.collapsed(last)
+        if collapsed is not None:
+            rows.append({"eval": "train", "metric": "collapsed", "value": float(collapsed)})
+        rows += self.evaluate(method.encoder(), splits, cfg.eval.evals)
+        if cfg.eval.baseline and cfg.eval.evals:
+            init = build_method(cfg).to(dev)
+            rows += [{**r, "eval": f"{r['eval']}@init"} for r in self.evaluate(init.encoder(), splits, cfg.eval.evals)]
+        if D.is_main():
+            run.write_metrics(rows)
+        return RunResult(run, rows)
+
+    def evaluate(self, encoder: nn.Module, splits: DataSplits, names: list[str]) -> list[dict]:
+        from ssl_bench.evals.features import EvalContext
+
+        ctx = EvalContext(self.cfg, splits, self.device, cache={})
+        rows: list[dict] = []
+        for name in names:
+            rows += EVALS.get(name).obj(encoder, ctx)
+        return rows
+
+
+def train(cfg: RunConfig) -> RunResult:
+    """Train and evaluate one run described by ``cfg``."""
+    return Trainer(cfg).run()

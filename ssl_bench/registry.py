@@ -1,0 +1,108 @@
+"""One decorator registry for methods, backbones, datasets and evals.
+
+Plug-ins register themselves at import time::
+
+    @register_method("dino", config=DINOConfig)
+    class DINO(Method): ...
+
+A duplicate name is refused, so two files cannot silently shadow each other.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ssl_bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered object with its optional config dataclass and named presets."""
+
+    name: str
+    obj: Any
+    config: type | None = None
+    presets: dict[str, dict] = field(default_factory=dict)
+    doc: str = ""
+
+
+class Registry:
+    """A name -> Entry mapping for one kind of plug-in."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(
+        self,
+        name: str,
+        config: type | None = None,
+        presets: dict[str, dict] | None = None,
+    ) -> Callable[[Any], Any]:
+        """Decorator registering ``obj`` under ``name``; refuses duplicates."""
+
+        def deco(obj: Any) -> Any:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is already registered ({self._entries[name].obj!r})")
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            self._entries[name] = Entry(name, obj, config, dict(presets or {}), doc[0] if doc else "")
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> Entry:
+        """Return the entry, or raise a UserError naming the valid choices."""
+        _load_plugins()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        _load_plugins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        _load_plugins()
+        return name in self._entries
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (for tests that register throw-away plug-ins)."""
+        self._entries.pop(name, None)
+
+
+METHODS = Registry("method")
+BACKBONES = Registry("backbone")
+DATASETS = Registry("dataset")
+EVALS = Registry("eval")
+
+register_method = METHODS.register
+register_backbone = BACKBONES.register
+register_dataset = DATASETS.register
+register_eval = EVALS.register
+
+_PLUGIN_PACKAGES = (
+    "ssl_bench.backbones",
+    "ssl_bench.data.datasets",
+    "ssl_bench.methods",
+    "ssl_bench.evals",
+)
+_loaded = False
+
+
+def _load_plugins() -> None:
+    """Import every plug-in module once, so that adding a file registers it."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for pkg_name in _PLUGIN_PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        if hasattr(pkg, "__path__"):
+            for mod in pkgutil.iter_modules(pkg.__path__):
+                if not mod.name.startswith("_"):
+                    importlib.import_module(f"{pkg_name}.{mod.name}")

@@ -1,0 +1,1 @@
+"""Comparison tables and plots from the tidy results frame."""

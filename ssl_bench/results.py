@@ -1,0 +1,109 @@
+"""Run-folder layout, writing one run, and loading every run into one tidy DataFrame.
+
+``results/runs/<run_id>/``: ``config.yaml`` (resolved), ``train.jsonl`` (one line per epoch),
+``metrics.json`` (one row per eval x metric), ``checkpoint.pt``. Every file is written atomically
+and belongs to one run, so concurrent runs cannot corrupt each other.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from ssl_bench.atomic import write_json, write_text
+
+CONFIG, TRAIN_LOG, METRICS, CHECKPOINT = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt"
+
+
+def new_run_id(method: str, backbone: str, dataset: str, seed: int) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{method}-{backbone}-{dataset}-s{seed}-{secrets.token_hex(2)}"
+
+
+class RunDir:
+    """One run's folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def write_config(self, text: str) -> None:
+        write_text(self.path / CONFIG, text)
+
+    def read_config(self) -> dict:
+        return yaml.safe_load((self.path / CONFIG).read_text())
+
+    def read_train_log(self) -> list[dict]:
+        p = self.path / TRAIN_LOG
+        if not p.is_file():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    def write_train_log(self, records: Iterable[dict]) -> None:
+        write_text(self.path / TRAIN_LOG, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+    def append_train_log(self, record: dict) -> None:
+        """Rewrite the whole (small) log atomically with the new record, replacing one of the same epoch."""
+        records = [r for r in self.read_train_log() if r.get("epoch") != record.get("epoch")]
+        self.write_train_log(records + [record])
+
+    def read_metrics(self) -> list[dict]:
+        p = self.path / METRICS
+        return json.loads(p.read_text()) if p.is_file() else []
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        """Merge rows into metrics.json; a new row replaces an old one with the same eval and metric."""
+        new_keys = {(r["eval"], r["metric"]) for r in rows}
+        kept = [r for r in self.read_metrics() if (r["eval"], r["metric"]) not in new_keys]
+        write_json(self.path / METRICS, kept + list(rows))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
+    """Every finished run under ``root`` as a tidy frame: one row per (run, eval, metric)."""
+    rows = []
+    for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
+        run = RunDir(cfg_path.parent)
+        metrics = run.read_metrics()
+        if not metrics:
+            continue
+        cfg = run.read_config()
+        flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
+        collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
+        base = {
+            "run_id": run.run_id,
+            "method": cfg["method"]["name"],
+            "backbone": cfg["backbone"]["name"],
+            "dataset": cfg["dataset"],
+            "epochs": cfg["optim"]["epochs"],
+            "seed": cfg["seed"],
+            "collapsed": None if collapsed is None else bool(collapsed),
+        }
+        for r in metrics:
+            rows.append({**base, "eval": r["eval"], "metric": r["metric"], "value": float(r["value"]), **flags})
+    cols = ["run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
+    return pd.DataFrame(rows, columns=None if rows else cols)
