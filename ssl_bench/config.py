@@ -50,7 +50,7 @@ class DataConfig:
     solarize: bool = True
     train_per_class: int = 0  # >0: the first N sorted files of each class (the protocol's subset)
     test_per_class: int = 0
-    num_workers: int = 1
+    num_workers: int = 0  # measured: on 2 cores a worker process slows training (see README)
 
 
 @dataclass

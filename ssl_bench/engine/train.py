@@ -84,6 +84,14 @@ def make_optimizer(cfg: RunConfig, method: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=0.0, foreach=True)
 
 
+@torch.no_grad()
+def ema_update(pairs: list[tuple[list[torch.Tensor], list[torch.Tensor]]], momentum: float) -> None:
+    """target <- m * target + (1 - m) * online, one fused foreach call per pair."""
+    for online, target in pairs:
+        torch._foreach_mul_(target, momentum)
+        torch._foreach_add_(target, online, alpha=1.0 - momentum)
+
+
 def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
     """Return the run folder and whether this call created it."""
     if cfg.run_dir:
@@ -195,11 +203,7 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
                 opt.step()
                 if pairs:
-                    m = values["momentum"]
-                    with torch.no_grad():
-                        for online, target in pairs:
-                            torch._foreach_mul_(target, m)
-                            torch._foreach_add_(target, online, alpha=1.0 - m)
+                    ema_update(pairs, values["momentum"])
                 method.after_step(state)
                 for k, v in out.items():
                     v = v.detach().float()

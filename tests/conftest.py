@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny configs, tiny image folders, and the location of the real data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+CIFAR10 = SHARED_DATA / "cifar10"
+HORSE = SHARED_DATA / "weizmann_horse"
+
+requires_cifar = pytest.mark.skipif(not (CIFAR10 / "train").is_dir(), reason=f"real CIFAR-10 not found at {CIFAR10}")
+requires_horse = pytest.mark.skipif(not (HORSE / "images").is_dir(), reason=f"Weizmann Horse not found at {HORSE}")
+
+# Small, fast settings every unit test can build on: a 1-block ViT-tiny/4 on 16 px crops.
+TINY = [
+    "backbone=vit_tiny",
+    "backbone.img_size=16",
+    "backbone.depth=1",
+    "data.local_size=8",
+    "data.num_workers=0",
+    "optim.batch_size=16",
+    "progress=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Overrides for a tiny run writing under tmp_path."""
+    return TINY + [f"results_root={tmp_path / 'runs'}"]
+
+
+def make_image_folder(root: Path, n_per_class: int = 8, classes: int = 2, size: int = 16, seed: int = 0) -> Path:
+    """A tiny ImageFolder tree with train/ and test/: class c is a bright square in quadrant c."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+                y, x = divmod(c, 2)
+                h = size // 2
+                img[y * h : (y + 1) * h, x * h : (x + 1) * h] += 180
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "folder")

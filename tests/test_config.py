@@ -1,0 +1,63 @@
+import pytest
+import yaml
+
+from ssl_bench.config import build_config, load_config, to_yaml
+from ssl_bench.errors import ConfigError, UserError
+
+
+def test_defaults_then_preset_then_cli():
+    cfg = build_config(["method=dino"])
+    assert cfg.preset == "default" and cfg.dataset == "digits"
+    assert cfg.backbone.depth == 4  # from configs/default.yaml
+    assert cfg.method.out_dim == 1024  # DINO's own settings for the default preset
+    cfg = build_config(["method=dino", "backbone.depth=2", "method.out_dim=256", "optim.lr=0.01"])
+    assert (cfg.backbone.depth, cfg.method.out_dim, cfg.optim.lr) == (2, 256, 0.01)
+
+
+def test_paper_preset_keeps_paper_defaults():
+    cfg = build_config(["method=dino", "preset=paper"])
+    assert cfg.method.out_dim == 65536 and cfg.method.momentum_teacher == 0.996
+    assert cfg.method.teacher_temp == 0.04 and cfg.method.student_temp == 0.1
+
+
+def test_unknown_key_names_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*'optim.lr'"):
+        build_config(["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"method.centering"):
+        build_config(["method.centring=false"])
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"'optim.epochs'"):
+        build_config(["optim.epochs=many"])
+
+
+def test_choice_and_range_errors_name_valid_values():
+    with pytest.raises(ConfigError, match=r"'precision'.*fp32, bf16"):
+        build_config(["precision=fp16"])
+    with pytest.raises(ConfigError, match=r"method.center_momentum"):
+        build_config(["method.center_momentum=1.5"])
+
+
+def test_unknown_selectors_list_valid_names():
+    with pytest.raises(UserError, match=r"unknown method 'dnio'.*did you mean 'dino'"):
+        build_config(["method=dnio"])
+    with pytest.raises(UserError, match=r"unknown dataset 'cifar11'.*cifar10"):
+        build_config(["dataset=cifar11"])
+    with pytest.raises(ConfigError, match=r"unknown preset"):
+        build_config(["preset=nope"])
+    with pytest.raises(ConfigError, match=r"expected key=value"):
+        build_config(["method"])
+
+
+def test_preset_backbone_settings_only_apply_to_that_backbone():
+    cfg = build_config(["backbone=resnet18"])  # default preset configures vit_tiny's depth
+    assert cfg.backbone.name == "resnet18" and not hasattr(cfg.backbone, "depth")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = build_config(["method=dino", "method.centering=false", "data.n_local=2", "seed=3"])
+    p = tmp_path / "config.yaml"
+    p.write_text(to_yaml(cfg))
+    assert yaml.safe_load(p.read_text())["method"]["centering"] is False
+    assert load_config(p) == cfg

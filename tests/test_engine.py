@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ssl_bench.__main__ import main
+from ssl_bench.config import build_config
+from ssl_bench.engine.train import train
+from ssl_bench.errors import UserError
+
+DINO_TINY = ["method=dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
+             "data.n_local=2", "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]"]
+
+
+def test_readme_run_command_on_embedded_default(tiny, capsys, tmp_path):
+    """The README's first command, shortened: same entry point, embedded digits, k-NN vs random init."""
+    rc = main(["run", "method=dino", "optim.epochs=1", "data.train_per_class=20", *tiny])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "knn top-1 (dino, vit_tiny, digits)" in out and "random init" in out
+    run = next((tmp_path / "runs").iterdir())
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt"}
+    rows = json.loads((run / "metrics.json").read_text())
+    vals = {(r["eval"], r["metric"]): r["value"] for r in rows}
+    assert 0 <= vals[("knn", "top1")] <= 1 and 0 <= vals[("knn@init", "top1")] <= 1
+    log = [json.loads(l) for l in (run / "train.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and {"loss", "teacher_entropy", "teacher_mean_entropy", "kl"} <= set(log[0])
+
+
+def _final_state(run_dir):
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    return ckpt["method"], ckpt["optimizer"]["state"]
+
+
+def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    """Killed right after the epoch-1 checkpoint, resumed with resume=auto: the same weights, loss
+    center, optimiser state and metrics as one uninterrupted run."""
+    import ssl_bench.engine.train as T
+
+    common = tiny + DINO_TINY + ["optim.epochs=2", "eval.baseline=false"]
+    full = train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
+
+    real_save = T.save_checkpoint
+
+    def save_then_die(path, method, opt, epoch, step, extra=None):
+        real_save(path, method, opt, epoch, step, extra)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    resumed = train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
+    a, oa = _final_state(tmp_path / "full")
+    b, ob = _final_state(tmp_path / "part")
+    assert a.keys() == b.keys() and "criterion.center" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert all(torch.equal(oa[i]["exp_avg"], ob[i]["exp_avg"]) for i in oa)
+    la = [json.loads(l) for l in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb] and len(lb) == 2
+    ma = {(r["eval"], r["metric"]): r["value"] for r in full.metrics if r["eval"] == "knn"}
+    mb = {(r["eval"], r["metric"]): r["value"] for r in resumed.metrics if r["eval"] == "knn"}
+    assert ma == mb
+
+
+def test_existing_run_dir_without_resume_is_refused(tiny, tmp_path):
+    cfg = build_config(tiny + DINO_TINY + ["optim.epochs=1", f"run_dir={tmp_path / 'r'}", "eval.evals=[]"])
+    train(cfg)
+    with pytest.raises(UserError, match="resume=auto"):
+        train(cfg)
+
+
+def test_bad_data_leaves_no_run_folder(tiny, tmp_path, image_folder):
+    (image_folder / "train" / "class1" / "003.png").write_bytes(b"garbage")
+    cfg = build_config(tiny + DINO_TINY + ["dataset=imagefolder", f"data.root={image_folder}", "optim.batch_size=4"])
+    with pytest.raises(UserError, match="003.png"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ssl_bench", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_bad_key_is_one_line_error(tmp_path):
+    r = _cli("run", "method=dino", "optim.lrr=1", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown config key 'optim.lrr'; did you mean 'optim.lr'?"
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_corrupt_image_error_names_file(tmp_path, image_folder):
+    (image_folder / "train" / "class0" / "002.png").write_bytes(b"garbage")
+    r = _cli("run", "dataset=imagefolder", f"data.root={image_folder}", "optim.batch_size=4", "data.num_workers=1",
+             "backbone.img_size=16", "backbone.depth=1", "progress=false", cwd=tmp_path)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read image file") and "002.png" in last
+    assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").iterdir())
+
+
+def test_cli_list(tmp_path):
+    r = _cli("list", cwd=tmp_path)
+    assert r.returncode == 0
+    for name in ("dino", "vit_tiny", "resnet18", "cifar10", "digits", "knn", "cifar10-cpu"):
+        assert name in r.stdout
