@@ -28,3 +28,31 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
         t /= world_size()
     return t
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns each rank its slice of the summed gradient, so gradients
+    flow through the local part (as in SimCLR / MoCo v3 multi-GPU code)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        g = torch.stack(grads)
+        dist.all_reduce(g)
+        return g[dist.get_rank()]
+
+
+def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0 (identity when not distributed)."""
+    if not is_dist():
+        return x
+    if with_grad:
+        return torch.cat(_GatherWithGrad.apply(x), 0)
+    out = [torch.zeros_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.detach().contiguous())
+    return torch.cat(out, 0)

@@ -1,0 +1,55 @@
+"""SimCLR (Chen et al., ICML 2020, arXiv:2002.05709)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor, nn
+
+from ssl_bench.backbones import build_backbone
+from ssl_bench.config import BackboneConfig
+from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.methods.base import Method, StepState, multicrop_forward
+from ssl_bench.registry import register_method
+
+
+@dataclass
+class SimCLRConfig:
+    """SimCLR: 2-layer MLP projector with BN (2048 -> 128), NT-Xent over all other samples of the
+    global batch. Temperature 0.5 is the paper's CIFAR setting (0.1-0.2 for ImageNet, Table 5/B.7)."""
+
+    name: str = "simclr"
+    hidden_dim: int = 2048
+    out_dim: int = 128
+    temperature: float = 0.5
+    n_local: int = 0
+
+
+@register_method("simclr", config=SimCLRConfig,
+                 presets={"default": {"method": {"hidden_dim": 512}}, "cifar10-cpu": {"method": {"hidden_dim": 512}}})
+class SimCLR(Method):
+    """SimCLR: contrast two views of each image against every other image in the (global) batch."""
+
+    def __init__(self, cfg: SimCLRConfig, backbone_cfg: BackboneConfig) -> None:
+        super().__init__(ViewSpec(2, cfg.n_local))
+        self.cfg = cfg
+        self.backbone = build_backbone(backbone_cfg)
+        self.projector = SimCLRProjectionHead(self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim)
+        # gather_distributed: negatives from all ranks, gradients through the local part.
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        return self.projector(self.backbone(x))
+
+    def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
+        z = multicrop_forward(self._embed, views)
+        n_g = self.view_spec().n_global
+        # global pairs, then each local crop as a positive for each global crop
+        pairs = [(i, j) for i in range(n_g) for j in range(i + 1, n_g)]
+        pairs += [(loc, g) for loc in range(n_g, len(z)) for g in range(n_g)]
+        loss = sum(self.criterion(z[a], z[b]) for a, b in pairs) / len(pairs)
+        return {"loss": loss}
+
+    def encoder(self) -> nn.Module:
+        return self.backbone
