@@ -56,3 +56,69 @@ def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     out = [torch.zeros_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.detach().contiguous())
     return torch.cat(out, 0)
+
+
+class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch on CPU/gloo, where ``nn.SyncBatchNorm`` refuses to run
+    (it needs a GPU). Sums and sums of squares are all-reduced with autograd-aware collectives."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_dist()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce as diff_all_reduce
+
+        dims = [d for d in range(x.dim()) if d != 1]
+        count = torch.tensor([float(x.numel() // x.shape[1])])
+        dist.all_reduce(count)
+        s = diff_all_reduce(x.sum(dims))
+        ss = diff_all_reduce((x * x).sum(dims))
+        n = count.item()
+        mean = s / n
+        var = ss / n - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / max(n - 1, 1), alpha=m)
+                self.num_batches_tracked.add_(1)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Every BatchNorm normalises over the global batch: nn.SyncBatchNorm on GPU, ours on CPU."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, CPUSyncBatchNorm):
+            new = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return module
+
+
+@torch.no_grad()
+def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Average gradients over ranks in one flat buffer (what DDP does, without its forward hooks,
+    which a method's ``training_step`` would bypass)."""
+    if not is_dist():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for g, new in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(new.view_as(g))

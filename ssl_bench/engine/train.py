@@ -67,6 +67,11 @@ def build_method(cfg: RunConfig) -> Method:
     return method
 
 
+def prepare_distributed(method: Method, device: torch.device) -> Method:
+    """Global-batch BatchNorm when running on several processes (no-op otherwise)."""
+    return D.convert_sync_batchnorm(method, device) if D.is_dist() else method
+
+
 def param_groups(module: nn.Module) -> list[dict]:
     """No weight decay on biases and norm parameters (DINO's ``get_params_groups``)."""
     decay, no_decay = [], []
@@ -147,7 +152,7 @@ class Trainer:
         steps_per_epoch = len(splits.train) // global_batch
         if steps_per_epoch == 0:
             raise UserError(f"optim.batch_size={global_batch} is larger than the {len(splits.train)} training images")
-        method = build_method(cfg).to(self.device)
+        method = prepare_distributed(build_method(cfg), self.device).to(self.device)
         run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir or "."), False)
         try:
             return self._train(run, method, splits, steps_per_epoch)
@@ -199,6 +204,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 method.after_backward(state)
+                D.all_reduce_grads(params)
                 if cfg.optim.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
                 opt.step()

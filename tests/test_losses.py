@@ -1,0 +1,126 @@
+"""Each method's loss against an independent formula written out here."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.config import build_config
+from ssl_bench.engine.train import build_method, resolve
+from ssl_bench.methods.base import StepState, multicrop_forward
+from tests.conftest import TINY
+
+
+def _m(name, *over):
+    cfg = resolve(build_config(TINY + [f"method={name}", "data.n_local=0", *over]))
+    m = build_method(cfg)
+    m.train()
+    return cfg, m
+
+
+def _views(b=8, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 3, 16, 16, generator=g) for _ in range(n)]
+
+
+def _st(m):
+    return StepState(0, 1, 10, 20, {k: f(0, 10, 20) for k, f in m.schedules().items()})
+
+
+def nt_xent(a, b, t):
+    """SimCLR eq. 1: 2N anchors, positive = the other view, 2N-2 negatives."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    n = a.shape[0]
+    sim = z @ z.t() / t
+    sim.fill_diagonal_(-float("inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+def test_simclr_nt_xent():
+    cfg, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3")
+    v = _views()
+    torch.manual_seed(0)
+    out = m.training_step(v, _st(m))["loss"]
+    m.eval()  # same BN statistics path is not needed: recompute in train mode with the same batch
+    m.train()
+    z = multicrop_forward(lambda x: m.projector(m.backbone(x)), v)
+    assert torch.allclose(out, nt_xent(z[0], z[1], 0.3), atol=1e-5)
+
+
+def test_byol_symmetric_negative_cosine():
+    cfg, m = _m("byol", "method.out_dim=16", "method.hidden_dim=16")
+    v = _views()
+    out = m.training_step(v, _st(m))["loss"]
+    p = multicrop_forward(lambda x: m.predictor(m.online(x)), v)
+    with torch.no_grad():
+        z = multicrop_forward(m.target, v)
+    ref = 0.5 * sum(2 - 2 * F.cosine_similarity(p[i], z[1 - i], dim=1).mean() for i in range(2))
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_moco_v2_infonce_with_queue_and_enqueue():
+    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=32", "method.temperature=0.2")
+    v = _views()
+    queue0 = m.queue.clone()
+    out = m.training_step(v, _st(m))["loss"]
+    q = multicrop_forward(m.query, v)
+    with torch.no_grad():
+        k = multicrop_forward(m.key, v)
+    ref = 0.0
+    for i in range(2):
+        qn, kn = F.normalize(q[i], dim=1), F.normalize(k[1 - i], dim=1)
+        logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ queue0.t()], 1) / 0.2
+        ref = ref + F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)) / 2
+    assert torch.allclose(out, ref, atol=1e-5)
+    # both views' keys were enqueued, oldest first
+    assert torch.allclose(m.queue[:16], F.normalize(torch.cat(k), dim=1), atol=1e-6)
+    assert torch.equal(m.queue[16:], queue0[16:]) and int(m.queue_ptr) == 16
+
+
+def test_moco_v3_symmetric_in_batch_loss():
+    cfg, m = _m("moco", "method.version=3", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.2")
+    v = _views()
+    out = m.training_step(v, _st(m))["loss"]
+    q = multicrop_forward(lambda x: m.predictor(m.query(x)), v)
+    with torch.no_grad():
+        k = multicrop_forward(m.key, v)
+    ref = 0.0
+    for i in range(2):
+        logits = F.normalize(q[i], dim=1) @ F.normalize(k[1 - i], dim=1).t() / 0.2
+        ref = ref + F.cross_entropy(logits, torch.arange(8)) * 2 * 0.2 / 2
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def sinkhorn_ref(scores, eps, iters):
+    """SwAV Alg. 1: Q = exp(scores/eps)^T, alternate row/column normalisation, return (B, K) codes."""
+    q = torch.exp(scores / eps).t()
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).t()
+
+
+def test_swav_swapped_prediction():
+    cfg, m = _m("swav", "data.n_local=2", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
+                "data.local_size=8")
+    g = torch.Generator().manual_seed(0)
+    v = _views() + [torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)]
+    out = m.training_step(v, _st(m))["loss"]
+    s = multicrop_forward(m._scores, v)
+    total, n = 0.0, 0
+    for i in range(2):
+        with torch.no_grad():
+            q = sinkhorn_ref(s[i].detach(), 0.05, 3)
+        for j in range(len(s)):
+            if j != i:
+                total = total - (q * F.log_softmax(s[j] / 0.1, dim=1)).sum(1).mean()
+                n += 1
+    assert torch.allclose(out, total / n, atol=1e-4)
+    # prototypes stay on the unit sphere after a step
+    m.after_step(_st(m))
+    w = m.prototypes.heads[0].weight
+    assert torch.allclose(w.norm(dim=1), torch.ones(10), atol=1e-5)
