@@ -11,8 +11,10 @@ USAGE = """python -m ssl_bench COMMAND [key=value ...]
 
 commands:
   run     train one method and evaluate it      run method=dino dataset=cifar10 data.root=PATH
+  eval    evaluate a finished run                eval run=RUN_DIR evals=knn,linear,seg eval.seg_root=PATH
+  plot    figures under results/figures          plot [bar|knn_curve|loss|attention|all] [method=dino ...]
   list    registered methods, backbones, datasets, evals and presets
-  report  one table of all runs under results_root (default results/runs)
+  report  table of all runs (md/tex/csv)          report [method=dino,byol] [results_root=results/runs]
 """
 
 
@@ -39,6 +41,18 @@ def cmd_run(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_eval(overrides: list[str]) -> int:
+    from ssl_bench.engine.train import evaluate_run
+
+    runs = [o.split("=", 1)[1] for o in overrides if o.startswith("run=")]
+    if len(runs) != 1:
+        raise UserError("eval needs exactly one run=RUN_DIR (a folder under results/runs)")
+    result = evaluate_run(runs[0], [o for o in overrides if not o.startswith("run=")])
+    for r in result.metrics:
+        print(f"{r['eval']:<12} {r['metric']:<20} {r['value']:.4f}")
+    return 0
+
+
 def cmd_list(_: list[str]) -> int:
     from ssl_bench.config import preset_names
     from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
@@ -60,7 +74,13 @@ def cmd_report(overrides: list[str]) -> int:
     return report_command(overrides)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report}
+def cmd_plot(args: list[str]) -> int:
+    from ssl_bench.report.commands import plot_command
+
+    return plot_command(args)
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,17 @@ class EvalConfig:
     knn_every: int = 0  # >0: also run k-NN every N epochs
     batch_size: int = 256
     baseline: bool = True  # also evaluate the same backbone at random init (same seed)
+    # linear probe: logistic regression on cached frozen features, C chosen on a held-out 10% of train
+    linear_avgpool: bool = False  # ViT: concatenate the mean patch token to the CLS token (DINO's option)
+    linear_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    linear_augmented: bool = False  # paper-grade path: SGD on random-resized-crop + flip inputs
+    linear_epochs: int = 10  # augmented path only
+    linear_lr: float = 0.01  # augmented path only, per 256 images
+    # segmentation: a folder of images/ + masks/ pairs (binary foreground) or "voc" (torchvision VOC 2012)
+    seg_root: Optional[str] = None
+    seg_size: int = 64  # images are resized to this (square, a multiple of the patch size)
+    seg_mass: float = 0.6  # attention Jaccard keeps the smallest patch set holding this attention mass
+    seg_train_fraction: float = 0.5  # linear patch probe: first fraction of sorted pairs trains, rest tests
 
 
 @dataclass
@@ -132,7 +143,9 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         if "=" not in item:
             raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
         key, value = item.split("=", 1)
-        if key in SELECTORS:
+        if key == "evals":  # shorthand: evals=knn,linear
+            rest.append(f"eval.evals=[{value}]")
+        elif key in SELECTORS:
             selectors[key] = value
         else:
             rest.append(item)
@@ -178,7 +191,7 @@ def _validate(obj: Any, prefix: str = "") -> None:
 
 def build_config(overrides: list[str] | None = None) -> RunConfig:
     """Resolve a RunConfig from CLI-style overrides (see module docstring)."""
-    from ssl_bench.registry import BACKBONES, DATASETS, METHODS
+    from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 
     selectors, dotlist = parse_overrides(list(overrides or []))
     preset_name = selectors.get("preset", "default")
@@ -219,6 +232,8 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
         raise _friendly(err, schema) from None
     if run_cfg.dataset not in DATASETS:
         DATASETS.get(run_cfg.dataset)  # raises a UserError naming the valid datasets
+    for name in run_cfg.eval.evals:
+        EVALS.get(name)  # raises a UserError naming the valid evals
     _validate(run_cfg)
     return run_cfg
 

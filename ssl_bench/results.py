@@ -107,3 +107,21 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
             rows.append({**base, "eval": r["eval"], "metric": r["metric"], "value": float(r["value"]), **flags})
     cols = ["run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
     return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
+    """Per-epoch training logs of every run under ``root``: one row per (run, epoch)."""
+    frames = []
+    for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
+        run = RunDir(cfg_path.parent)
+        log = run.read_train_log()
+        if not log:
+            continue
+        cfg = run.read_config()
+        flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
+        df = pd.DataFrame(log)
+        for k, v in {"run_id": run.run_id, "method": cfg["method"]["name"], "backbone": cfg["backbone"]["name"],
+                     "dataset": cfg["dataset"], "seed": cfg["seed"], **flags}.items():
+            df[k] = [v] * len(df)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -260,6 +260,39 @@ class Trainer:
         return rows
 
 
+def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
+    """Evaluate a finished run (its checkpoint) with the evals named in ``overrides``
+    (``evals=knn,linear,seg`` plus any ``eval.*`` key); rows are merged into its metrics.json."""
+    from ssl_bench.config import load_config
+    from omegaconf import OmegaConf
+
+    run = RunDir(run_dir)
+    if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():
+        raise UserError(f"run={str(run_dir)!r} is not a run folder with config.yaml and checkpoint.pt")
+    saved = load_config(run.path / "config.yaml")
+    over = [o if not o.startswith("evals=") else f"eval.evals=[{o.split('=', 1)[1]}]" for o in overrides]
+    bad = [o for o in over if not o.startswith(("eval.", "device=", "data.root=", "data.num_workers=", "threads="))]
+    if bad:
+        raise UserError(f"eval accepts evals=..., eval.*, data.root, device, threads; got {bad[0]!r}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(saved), OmegaConf.from_dotlist(over))
+        cfg = OmegaConf.to_object(merged)
+    except Exception as err:  # OmegaConf errors name the key
+        raise UserError(f"bad eval override: {str(err).splitlines()[0]}") from None
+    for name in cfg.eval.evals:
+        EVALS.get(name)
+    trainer = Trainer(replace(cfg, run_dir=str(run.path)))
+    splits = build_datasets(cfg.dataset, cfg.data)
+    method = build_method(trainer.cfg).to(trainer.device)
+    load_checkpoint(run.checkpoint, method, None)
+    rows = trainer.evaluate(method.encoder(), splits, cfg.eval.evals)
+    if cfg.eval.baseline:
+        init = build_method(trainer.cfg).to(trainer.device)
+        rows += [{**r, "eval": f"{r['eval']}@init"} for r in trainer.evaluate(init.encoder(), splits, cfg.eval.evals)]
+    run.write_metrics(rows)
+    return RunResult(run, rows)
+
+
 def train(cfg: RunConfig) -> RunResult:
     """Train and evaluate one run described by ``cfg``."""
     return Trainer(cfg).run()

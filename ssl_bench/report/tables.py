@@ -1,4 +1,5 @@
-"""Pivot the tidy results frame into comparison tables (mean ± std over seeds)."""
+"""Comparison tables from the tidy results frame: rows method x backbone, columns eval/metric,
+cells mean ± std over seeds with the number of seeds; written as Markdown, LaTeX (booktabs), CSV."""
 from __future__ import annotations
 
 import logging
@@ -6,49 +7,95 @@ from pathlib import Path
 
 import pandas as pd
 
+from ssl_bench.atomic import write_text
+from ssl_bench.errors import UserError
 from ssl_bench.results import load_runs
 
 log = logging.getLogger(__name__)
 
+ROW_KEYS = ["method", "backbone", "dataset", "epochs"]
+DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
+                   "train/collapsed"]
 
-def summary_table(df: pd.DataFrame, evals: list[str] | None = None) -> pd.DataFrame:
-    """Rows method x backbone x dataset x epochs, columns eval/metric, cells 'mean ± std (n)'."""
+
+def aggregate(df: pd.DataFrame, row_keys: list[str] | None = None) -> pd.DataFrame:
+    """Long frame: one row per (row keys, eval/metric) with mean, std (ddof=1; 0 for one seed), n."""
+    keys = row_keys or ROW_KEYS
+    d = df.assign(column=df["eval"] + "/" + df["metric"])
+    agg = d.groupby(keys + ["column"], dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    agg["std"] = agg["std"].fillna(0.0)
+    return agg.rename(columns={"count": "n"})
+
+
+def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: list[str] | None = None,
+                  digits: int = 4) -> pd.DataFrame:
+    """Wide table of 'mean ± std (n)' strings."""
     if df.empty:
         return pd.DataFrame()
-    d = df if evals is None else df[df["eval"].isin(evals)]
-    d = d.assign(col=d["eval"] + "/" + d["metric"])
-    keys = ["method", "backbone", "dataset", "epochs"]
-    agg = d.groupby(keys + ["col"])["value"].agg(["mean", "std", "count"]).reset_index()
+    keys = row_keys or ROW_KEYS
+    agg = aggregate(df, keys)
+    present = list(dict.fromkeys(agg["column"]))
+    cols = [c for c in (columns or present) if c in present]
+    agg = agg[agg["column"].isin(cols)]
+    agg["cell"] = [f"{m:.{digits}f} ± {s:.{digits}f} (n={n})" for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
+    wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
+    wide.columns.name = None
+    return wide[keys + [c for c in cols if c in wide.columns]]
 
-    def cell(r) -> str:
-        std = 0.0 if pd.isna(r["std"]) else r["std"]
-        return f"{r['mean']:.4f} ± {std:.4f} (n={int(r['count'])})"
 
-    agg["cell"] = agg.apply(cell, axis=1)
-    return agg.pivot(index=keys, columns="col", values="cell").reset_index()
+def to_latex_booktabs(table: pd.DataFrame, caption: str = "") -> str:
+    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+    cols = list(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
+             " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + esc(caption) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(table: pd.DataFrame, out_dir: str | Path, name: str = "summary", caption: str = "") -> list[Path]:
+    out = Path(out_dir)
+    paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
+    write_text(paths[0], table.to_markdown(index=False) + "\n")
+    write_text(paths[1], to_latex_booktabs(table, caption))
+    write_text(paths[2], table.to_csv(index=False))
+    return paths
+
+
+def parse_filters(overrides: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split ``key=value`` into report options (results_root, out, name, columns) and row filters."""
+    opts, filters = {}, {}
+    for o in overrides:
+        if "=" not in o:
+            raise UserError(f"bad argument {o!r}: expected key=value (e.g. method=dino seed=0)")
+        k, v = o.split("=", 1)
+        (opts if k in ("results_root", "out", "name", "columns") else filters)[k] = v
+    return opts, filters
+
+
+def filtered_runs(root: str, filters: dict[str, str]) -> pd.DataFrame:
+    df = load_runs(root)
+    for key, value in filters.items():
+        if key not in df.columns:
+            raise UserError(f"unknown report filter {key!r}; valid: {', '.join(df.columns)}")
+        allowed = value.split(",")
+        df = df[df[key].astype(str).isin(allowed)]
+    return df
 
 
 def report_command(overrides: list[str]) -> int:
-    opts = dict(o.split("=", 1) for o in overrides if "=" in o)
-    root = opts.pop("results_root", "results/runs")
-    df = load_runs(root)
-    for key, value in opts.items():
-        if key not in df.columns:
-            from ssl_bench.errors import UserError
-
-            raise UserError(f"unknown report filter {key!r}; valid: {', '.join(df.columns)}")
-        df = df[df[key].astype(str) == value]
+    opts, filters = parse_filters(overrides)
+    root = opts.get("results_root", "results/runs")
+    df = filtered_runs(root, filters)
     if df.empty:
-        print(f"no finished runs under {root}")
+        print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
-    table = summary_table(df, evals=["knn", "knn@init", "train"])
-    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    cols = opts["columns"].split(",") if "columns" in opts else DEFAULT_COLUMNS
+    table = summary_table(df, cols)
+    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"))
+    print(table.to_markdown(index=False))
+    print("\nwrote " + ", ".join(map(str, paths)))
     return 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False

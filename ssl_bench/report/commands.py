@@ -1,0 +1,99 @@
+"""``python -m ssl_bench plot [KIND] [filters]``: draw figures from the results folder."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.errors import UserError
+from ssl_bench.report import plots
+from ssl_bench.report.tables import filtered_runs, parse_filters
+from ssl_bench.results import load_train_logs
+
+log = logging.getLogger(__name__)
+
+KINDS = ["bar", "knn_curve", "loss", "attention", "all"]
+
+
+def _filtered_logs(root: str, filters: dict[str, str]):
+    logs = load_train_logs(root)
+    for key, value in filters.items():
+        if key in logs.columns:
+            logs = logs[logs[key].astype(str).isin(value.split(","))]
+    return logs
+
+
+@torch.no_grad()
+def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: str | None = None) -> list[Path]:
+    """Each head's last-block CLS attention for the first images of the run's seg set (or test set)."""
+    from ssl_bench.config import load_config
+    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.data.masks import MaskPairs, square_resize
+    from ssl_bench.engine.checkpoint import load_checkpoint
+    from ssl_bench.engine.train import build_method
+    from ssl_bench.results import RunDir
+
+    run = RunDir(run_dir)
+    if not run.has_checkpoint():
+        raise UserError(f"run={run_dir!r} has no checkpoint.pt to draw attention from")
+    cfg = load_config(run.path / "config.yaml")
+    method = build_method(cfg)
+    load_checkpoint(run.checkpoint, method, None)
+    enc = method.encoder().eval()
+    if not getattr(enc, "is_vit", False):
+        raise UserError(f"attention maps need a ViT backbone; run {run.run_id} uses {cfg.backbone.name}")
+    splits = build_datasets(cfg.dataset, cfg.data)
+    root = seg_root or cfg.eval.seg_root
+    size = cfg.eval.seg_size
+    pairs = MaskPairs(root) if root else None
+    images, maps = [], []
+    for i in range(n_images):
+        img = pairs[i][0] if pairs else splits.test[i * max(1, len(splits.test) // n_images)][0]
+        x, _ = square_resize(img, np.zeros((img.size[1], img.size[0]), bool), size, splits.mean, splits.std)
+        att = enc.last_attention(x[None])[0, :, 0, 1:]
+        h = size // enc.patch_size
+        att = F.interpolate(att.reshape(1, -1, h, h), size=(size, size), mode="nearest")[0]
+        images.append(np.array(img.resize((size, size))))
+        maps.append(att.numpy())
+    return plots.attention_grid(images, maps, out_dir, name=f"attention_{run.run_id}")
+
+
+def plot_command(args: list[str]) -> int:
+    kind = "all"
+    if args and "=" not in args[0]:
+        kind = args[0]
+        args = args[1:]
+    if kind not in KINDS:
+        raise UserError(f"unknown plot kind {kind!r}; valid: {', '.join(KINDS)}")
+    opts, filters = parse_filters(args)
+    run = filters.pop("run", None)
+    root, out = opts.get("results_root", "results/runs"), opts.get("out", "results/figures")
+    written: list[Path] = []
+    if kind == "attention":
+        if not run:
+            raise UserError("plot attention needs run=RUN_DIR")
+        written += attention_for_run(run, out, seg_root=filters.pop("eval.seg_root", None))
+    else:
+        df = filtered_runs(root, filters)
+        logs = _filtered_logs(root, filters)
+        if df.empty and logs.empty:
+            raise UserError(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
+        if kind in ("bar", "all"):
+            for ev, metric in [("knn", "top1"), ("linear", "top1"), ("seg", "jaccard_best_head"),
+                               ("seg", "patch_probe_miou")]:
+                if ((df["eval"] == ev) & (df["metric"] == metric)).any():
+                    written += plots.bar_chart(df, out, ev, metric)
+        if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:
+            written += plots.curves(logs, out, "knn_top1", "knn_curve", ylabel="k-NN top-1")
+        elif kind == "knn_curve":
+            raise UserError("no per-epoch k-NN in the logs: train with eval.knn_every=N")
+        if kind in ("loss", "all") and "loss" in logs.columns:
+            written += plots.curves(logs, out, "loss", "loss_curve", ylabel="training loss")
+    for p in written:
+        print(p)
+    if not written:
+        raise UserError(f"nothing to plot for kind {kind!r} under {root}")
+    return 0

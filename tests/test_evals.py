@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from ssl_bench.evals.linear import fit_linear_probe
+from ssl_bench.evals.segmentation import attention_mass_mask, jaccard, miou
+
+
+def test_linear_probe_separable_and_random():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16)) * 4
+    ytr, yte = np.arange(400) % 4, np.arange(200) % 4
+    xtr = centers[ytr] + rng.normal(size=(400, 16)) * 0.3
+    xte = centers[yte] + rng.normal(size=(200, 16)) * 0.3
+    res = fit_linear_probe(xtr, ytr, xte, yte, [0.1, 1.0])
+    assert res["top1"] == 1.0 and res["top5"] == 1.0
+    yr = rng.integers(0, 10, 2000)
+    res = fit_linear_probe(rng.normal(size=(2000, 8)), yr, rng.normal(size=(1000, 8)), rng.integers(0, 10, 1000), [1.0])
+    assert 0.05 < res["top1"] < 0.16
+
+
+def test_jaccard_and_miou_by_hand():
+    a = torch.tensor([[1, 1], [0, 0]], dtype=torch.bool)
+    assert jaccard(a, a) == 1.0
+    assert jaccard(a, ~a) == 0.0
+    b = torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)
+    assert jaccard(b, a) == 0.5
+    # fg IoU 1/2, bg IoU 2/3
+    assert miou(b, a) == pytest.approx(0.5 * (0.5 + 2 / 3))
+
+
+def test_attention_mass_threshold_on_known_vector():
+    attn = torch.tensor([0.5, 0.05, 0.3, 0.15])
+    # 60% of the mass: 0.5 alone is not enough, 0.5 + 0.3 is -> the two largest
+    assert attention_mass_mask(attn, 0.6).tolist() == [True, False, True, False]
+    # 50% is reached by the largest alone... DINO's rule keeps entries whose ascending cumsum > 1 - mass
+    assert attention_mass_mask(attn, 0.45).tolist() == [True, False, False, False]
+    assert attention_mass_mask(attn, 1.0).all()
+    # unnormalised input gives the same set
+    assert torch.equal(attention_mass_mask(attn * 7, 0.6), attention_mass_mask(attn, 0.6))
+
+
+def test_attention_equal_to_mask_gives_jaccard_one():
+    from ssl_bench.evals.segmentation import _upsample
+
+    attn = torch.zeros(16)
+    attn[[0, 1, 4, 5]] = 0.25  # top-left 2x2 patches of a 4x4 grid
+    keep = attention_mass_mask(attn + 1e-9, 0.6).reshape(4, 4)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:4, :4] = True
+    # the 60% set is 3 of the 4 equal patches (ties): Jaccard 0.75; with mass 1.0 minus the zeros -> 1.0
+    assert jaccard(_upsample(keep, 8), mask) == pytest.approx(0.75)
+    keep_all = (attn > 0).reshape(4, 4)
+    assert jaccard(_upsample(keep_all, 8), mask) == 1.0
+    assert jaccard(_upsample(~keep_all, 8), mask) == 0.0

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from ssl_bench.report.tables import summary_table
+from ssl_bench.results import load_runs
+
+FIXTURE = {  # (method, seed) -> knn top1
+    ("dino", 0): 0.50, ("dino", 1): 0.60, ("simclr", 0): 0.40, ("simclr", 1): 0.44,
+}
+
+
+def make_runs(root):
+    for (method, seed), acc in FIXTURE.items():
+        d = root / f"{method}-s{seed}"
+        d.mkdir(parents=True)
+        cfg = {"method": {"name": method, "centering": True}, "backbone": {"name": "vit_tiny"}, "dataset": "cifar10",
+               "seed": seed, "optim": {"epochs": 3}}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        rows = [{"eval": "knn", "metric": "top1", "value": acc}, {"eval": "knn@init", "metric": "top1", "value": 0.3},
+                {"eval": "train", "metric": "collapsed", "value": 0.0}]
+        (d / "metrics.json").write_text(json.dumps(rows))
+        log = [{"epoch": e, "loss": 5.0 - e - seed * 0.1, "teacher_entropy": 3.0, "kl": 1.0} for e in (1, 2, 3)]
+        (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return root
+
+
+def test_tidy_frame_and_mean_std(tmp_path):
+    df = load_runs(make_runs(tmp_path / "runs"))
+    assert set(df.columns) >= {"run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric",
+                               "value", "collapsed", "method.centering"}
+    assert len(df) == 12
+    table = summary_table(df, ["knn/top1"])
+    dino = table[table["method"] == "dino"]["knn/top1"].item()
+    simclr = table[table["method"] == "simclr"]["knn/top1"].item()
+    assert dino == "0.5500 ± 0.0707 (n=2)"  # std with ddof=1 of (0.5, 0.6)
+    assert simclr == "0.4200 ± 0.0283 (n=2)"
+
+
+def test_report_and_plot_commands_write_files(tmp_path):
+    root = make_runs(tmp_path / "runs")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True,
+                                    cwd=tmp_path)
+    r = run("report", f"results_root={root}", f"out={tmp_path / 'tables'}")
+    assert r.returncode == 0, r.stderr
+    assert "0.5500 ± 0.0707 (n=2)" in r.stdout
+    for ext in ("md", "tex", "csv"):
+        assert (tmp_path / "tables" / f"summary.{ext}").stat().st_size > 0
+    tex = (tmp_path / "tables" / "summary.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\pm$" in tex
+    csv = pd.read_csv(tmp_path / "tables" / "summary.csv")
+    assert list(csv["method"]) == ["dino", "simclr"]
+    r = run("report", f"results_root={root}", "method=simclr", f"out={tmp_path / 't2'}")
+    assert "dino" not in r.stdout and "simclr" in r.stdout
+    r = run("plot", f"results_root={root}", f"out={tmp_path / 'fig'}")
+    assert r.returncode == 0, r.stderr
+    for name in ("bar_knn_top1", "loss_curve"):
+        for ext in ("pdf", "png"):
+            assert (tmp_path / "fig" / f"{name}.{ext}").stat().st_size > 1000
+    r = run("report", f"results_root={root}", "nosuch=1")
+    assert r.returncode == 2 and "unknown report filter 'nosuch'" in r.stderr
+    r = run("plot", "bogus", f"results_root={root}")
+    assert r.returncode == 2 and "valid: bar" in r.stderr
