@@ -11,6 +11,7 @@ USAGE = """python -m ssl_bench COMMAND [key=value ...]
 
 commands:
   run     train one method and evaluate it      run method=dino dataset=cifar10 data.root=PATH
+  ablate  DINO centering x sharpening grid        ablate dino [method.center_momentum=0.9,0.99]
   eval    evaluate a finished run                eval run=RUN_DIR evals=knn,linear,seg eval.seg_root=PATH
   plot    figures under results/figures          plot [bar|knn_curve|loss|attention|all] [method=dino ...]
   list    registered methods, backbones, datasets, evals and presets
@@ -80,7 +81,13 @@ def cmd_plot(args: list[str]) -> int:
     return plot_command(args)
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
+def cmd_ablate(args: list[str]) -> int:
+    from ssl_bench.sweep import ablate_command
+
+    return ablate_command(args)
+
+
+COMMANDS = {"ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:
