@@ -110,3 +110,33 @@ def test_cli_list(tmp_path):
     assert r.returncode == 0
     for name in ("dino", "vit_tiny", "resnet18", "cifar10", "digits", "knn", "cifar10-cpu"):
         assert name in r.stdout
+
+
+def test_mid_epoch_resume_with_loader_worker_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    """checkpoint_every_steps: killed mid-epoch, resumed from the step checkpoint, with a loader
+    worker: per-sample augmentation seeds make the continuation exact."""
+    import ssl_bench.engine.train as T
+
+    common = tiny + DINO_TINY + ["optim.epochs=2", "eval.evals=[]", "checkpoint_every_steps=3", "data.num_workers=1"]
+    train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
+    real_save = T.save_checkpoint
+
+    def save_then_die(path, method, opt, epoch, step, extra=None):
+        real_save(path, method, opt, epoch, step, extra)
+        if step == 3:
+            raise KeyboardInterrupt("simulated preemption mid-epoch")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert (ck["epoch"], ck["step"]) == (0, 3)  # inside the first of two 5-step epochs
+    train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
+    a, _ = _final_state(tmp_path / "full")
+    b, _ = _final_state(tmp_path / "part")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = [json.loads(l) for l in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-6)

@@ -13,11 +13,11 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_yaml
-from ssl_bench.data.datasets import DataSplits, TransformDataset, build_datasets
+from ssl_bench.data.datasets import DataSplits, build_datasets
+from ssl_bench.data.loader import train_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
@@ -125,22 +125,14 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
     # -- data ------------------------------------------------------------------------------------
-    def _loader(self, splits: DataSplits, epoch: int) -> DataLoader:
+    def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0):
         cfg = self.cfg
         transform = MultiCropTransform(
             ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
             cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur, cfg.data.solarize,
         )
-        ds = TransformDataset(splits.train, transform)
-        per_rank = cfg.optim.batch_size // D.world_size()
-        g = torch.Generator()
-        g.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch seed: shuffling and worker RNGs reproduce on resume
-        sampler = None
-        if D.is_dist():
-            sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        return DataLoader(ds, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
-                          num_workers=cfg.data.num_workers, drop_last=True, pin_memory=self.device.type == "cuda")
+        return train_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch, D.rank(), D.world_size(),
+                            start_batch, cfg.data.num_workers, self.device.type == "cuda")
 
     # -- main entry --------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -169,12 +161,14 @@ class Trainer:
         lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
         wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
         scheds = method.schedules()
-        start_epoch, step = 0, 0
+        start_epoch, step, start_batch, partial = 0, 0, 0, {}
         if run.has_checkpoint() and cfg.resume == "auto":
             ckpt = load_checkpoint(run.checkpoint, method, opt)
             start_epoch, step = ckpt["epoch"], ckpt["step"]
+            start_batch = step - start_epoch * spe  # > 0 when the checkpoint was taken mid-epoch
+            partial = ckpt["extra"].get("partial", {})
             set_rng_state(ckpt["rng"])
-            log.info("resumed %s at epoch %d (step %d)", run.path, start_epoch, step)
+            log.info("resumed %s at epoch %d, step %d", run.path, start_epoch + 1, step)
         if D.is_main():
             run.write_config(to_yaml(cfg))
         params = [p for p in method.parameters() if p.requires_grad]
@@ -184,11 +178,12 @@ class Trainer:
         t_start = time.perf_counter()
         last: dict[str, float] = {}
         for epoch in range(start_epoch, cfg.optim.epochs):
-            loader = self._loader(splits, epoch)
-            sums: dict[str, torch.Tensor] = {}
-            n = 0
+            skip = start_batch if epoch == start_epoch else 0
+            loader = self._loader(splits, epoch, skip)
+            sums = {k: torch.tensor(v, device=dev) for k, v in partial.items()} if skip else {}
+            n = skip
             t0 = time.perf_counter()
-            bar = tqdm(loader, total=spe, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
+            bar = tqdm(loader, total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
                        disable=not (cfg.progress and D.is_main()), mininterval=2.0)
             for views, _ in bar:
                 views = [v.to(dev, non_blocking=True) for v in views]
@@ -218,13 +213,17 @@ class Trainer:
                 step += 1
                 if step % 25 == 0 and not torch.isfinite(out["loss"].detach()):
                     raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower optim.lr or use fp32")
+                every = cfg.checkpoint_every_steps
+                if every and step % every == 0 and n < spe and D.is_main():
+                    partial_sums = {k: float(v) for k, v in sums.items()}
+                    save_checkpoint(run.checkpoint, method, opt, epoch, step, {"partial": partial_sums})
             means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
             if not math.isfinite(means.get("loss", 0.0)):
                 raise FloatingPointError(f"loss is {means['loss']} in epoch {epoch + 1}; lower optim.lr or use fp32")
             dt = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "step": step, "lr": cur_lr, "wd": cur_wd, **means,
                       **{k: v for k, v in values.items()}, "epoch_time_s": dt,
-                      "images_per_s": n * cfg.optim.batch_size / dt}
+                      "images_per_s": (n - skip) * cfg.optim.batch_size / dt}
             if cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0 and epoch + 1 < cfg.optim.epochs:
                 record.update({f"knn_{r['metric']}": r["value"] for r in self.evaluate(method.encoder(), splits, ["knn"])})
             last = means

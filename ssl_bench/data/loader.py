@@ -1,0 +1,66 @@
+"""The training loader: one global permutation per epoch, split across ranks, with per-sample
+augmentation seeds.
+
+Every process draws the same permutation of the training set from ``(seed, epoch)``; global batch
+``i`` is ``perm[i*B:(i+1)*B]`` and rank ``r`` takes its ``r``-th slice. Each sample's crops are drawn
+from a generator seeded by ``(seed, epoch, index)``. So a run on W processes sees exactly the global
+batches of a 1-process run, a resumed run (even mid-epoch, even with loader workers) continues with
+the very batches and crops it would have had, and nothing depends on which worker did the work.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def _mix(*xs: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class SeededTransformDataset(Dataset):
+    """Apply ``transform`` under a torch generator state seeded by (seed, epoch, index)."""
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int, epoch: int = 0) -> None:
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, self.epoch, i))
+            return self.transform(img), label
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """Indices of this rank's share of each global batch, from ``start_batch`` on (drop_last)."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                 start_batch: int = 0) -> None:
+        g = torch.Generator().manual_seed(_mix(seed, epoch, 7))
+        self.perm = torch.randperm(n, generator=g)
+        self.global_batch, self.rank, self.world, self.start = global_batch, rank, world, start_batch
+        self.per_rank = global_batch // world
+        self.n_batches = n // global_batch
+
+    def __iter__(self) -> Iterator[int]:
+        for b in range(self.start, self.n_batches):
+            lo = b * self.global_batch + self.rank * self.per_rank
+            yield from self.perm[lo : lo + self.per_rank].tolist()
+
+    def __len__(self) -> int:
+        return (self.n_batches - self.start) * self.per_rank
+
+
+def train_loader(dataset: Dataset, transform: Callable, global_batch: int, seed: int, epoch: int, rank: int,
+                 world: int, start_batch: int, num_workers: int, pin_memory: bool) -> DataLoader:
+    ds = SeededTransformDataset(dataset, transform, seed, epoch)
+    sampler = GlobalBatchSampler(len(ds), global_batch, seed, epoch, rank, world, start_batch)
+    return DataLoader(ds, batch_size=global_batch // world, sampler=sampler, num_workers=num_workers,
+                      drop_last=True, pin_memory=pin_memory, persistent_workers=False)
