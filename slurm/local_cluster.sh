@@ -45,6 +45,7 @@ SchedulerParameters=bf_interval=1
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+EnforcePartLimits=ALL
 KillWait=10
 MinJobAge=600
 InactiveLimit=0

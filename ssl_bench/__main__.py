@@ -11,6 +11,8 @@ USAGE = """python -m ssl_bench COMMAND [key=value ...]
 
 commands:
   run     train one method and evaluate it      run method=dino dataset=cifar10 data.root=PATH
+  sweep   a grid as one SLURM job array           sweep method=dino,byol seed=0,1,2 launcher=slurm
+  status  state of a sweep's members or a run    status results/sweeps/SWEEP.json
   ablate  DINO centering x sharpening grid        ablate dino [method.center_momentum=0.9,0.99]
   eval    evaluate a finished run                eval run=RUN_DIR evals=knn,linear,seg eval.seg_root=PATH
   plot    figures under results/figures          plot [bar|knn_curve|loss|attention|all] [method=dino ...]
@@ -29,7 +31,26 @@ def cmd_run(overrides: list[str]) -> int:
     from ssl_bench.engine.train import train
 
     cfg = build_config(overrides)
-    result = train(cfg)
+    if cfg.launcher == "slurm":
+        from ssl_bench.slurm.submit import submit_run, wait_for
+
+        job, run = submit_run(cfg)
+        print(f"submitted SLURM job {job.job_id}\nrun folder: {run.path}")
+        if not cfg.wait:
+            return 0
+        rc = wait_for(job, run)
+        print(f"job {job.job_id} {'done' if rc == 0 else 'failed'}: {run.path}")
+        if rc:
+            return rc
+        from ssl_bench.engine.train import RunResult
+
+        result = RunResult(run, run.read_metrics())
+    elif cfg.nproc > 1:
+        from ssl_bench.engine.launch import run_local_ddp
+
+        result = run_local_ddp(cfg)
+    else:
+        result = train(cfg)
     m = {(r["eval"], r["metric"]): r["value"] for r in result.metrics}
     print(f"run folder: {result.run_dir.path}")
     for ev in cfg.eval.evals:
@@ -87,7 +108,19 @@ def cmd_ablate(args: list[str]) -> int:
     return ablate_command(args)
 
 
-COMMANDS = {"ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
+def cmd_sweep(args: list[str]) -> int:
+    from ssl_bench.slurm.status import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_status(args: list[str]) -> int:
+    from ssl_bench.slurm.status import status_command
+
+    return status_command(args)
+
+
+COMMANDS = {"sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

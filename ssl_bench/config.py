@@ -92,6 +92,28 @@ class EvalConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """SLURM resources for ``launcher=slurm`` (submitit). One process per GPU, or
+    ``tasks_per_node`` processes per node on CPU-only nodes."""
+
+    partition: Optional[str] = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1  # CPU nodes: processes per node (GPU nodes: one per GPU)
+    cpus_per_task: int = 1
+    mem: Optional[str] = None  # e.g. "32G" per node
+    time: str = "01:00:00"  # [D-]HH:MM:SS or minutes
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    comment: Optional[str] = None
+    extra: list[str] = field(default_factory=list)  # more sbatch flags as key=value, e.g. [reservation=abc]
+    max_requeues: int = 3
+    log_dir: Optional[str] = None  # default: <run_dir>/slurm
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved as ``config.yaml`` in the run folder."""
 
@@ -112,9 +134,13 @@ class RunConfig:
     checkpoint_every_steps: int = 0  # >0: also checkpoint every N steps (resume mid-epoch)
     deterministic: bool = False
     progress: bool = True
+    launcher: str = choice("local", ["local", "slurm"])
+    nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
+    wait: bool = False  # launcher=slurm: block until the job ends, streaming its progress
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-SELECTORS = ("method", "backbone", "preset")
+SELECTORS = ("method", "backbone", "preset", "cluster")
 
 
 def preset_names() -> list[str]:
@@ -133,6 +159,19 @@ def load_preset(name: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"preset {name!r} must be a mapping of config keys")
     return data
+
+
+def load_cluster_preset(name: str) -> dict:
+    """A SLURM resource preset: ``slurm/presets/NAME.yaml`` shipped with the package, or a yaml path."""
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        res = resources.files("ssl_bench.slurm").joinpath("presets", f"{name}.yaml")
+        if not res.is_file():
+            names = sorted(p.name[:-5] for p in resources.files("ssl_bench.slurm").joinpath("presets").iterdir()
+                           if p.name.endswith(".yaml"))
+            raise ConfigError(f"unknown cluster preset {name!r}; valid: {', '.join(names)} or a path to a .yaml file")
+        path = Path(str(res))
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -221,6 +260,8 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
         layers.append({"backbone": {k: v for k, v in preset_backbone.items() if k != "name"}})
     if preset_name and preset_name in m_entry.presets:
         layers.append(m_entry.presets[preset_name])
+    if "cluster" in selectors:
+        layers.append({"cluster": load_cluster_preset(selectors["cluster"])})
     try:
         cfg = schema
         for layer in layers:

@@ -145,7 +145,9 @@ class Trainer:
         if steps_per_epoch == 0:
             raise UserError(f"optim.batch_size={global_batch} is larger than the {len(splits.train)} training images")
         method = prepare_distributed(build_method(cfg), self.device).to(self.device)
-        run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir or "."), False)
+        if D.is_dist() and not cfg.run_dir:
+            raise UserError("a distributed run needs run_dir set before the processes start (the launchers do this)")
+        run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir), False)
         try:
             return self._train(run, method, splits, steps_per_epoch)
         except BaseException:
@@ -236,6 +238,8 @@ class Trainer:
             log_rows = run.read_train_log()
             last = {k: v for k, v in (log_rows[-1] if log_rows else {}).items() if isinstance(v, float)}
         wall = time.perf_counter() - t_start
+        if not D.is_main():  # rank 0 alone evaluates and writes results
+            return RunResult(run, [])
         rows = [{"eval": "train", "metric": "final_loss", "value": last.get("loss", float("nan"))},
                 {"eval": "train", "metric": "wall_time_s", "value": wall}]
         collapsed = method.collapsed(last)

@@ -1,0 +1,1 @@
+"""Launch runs and sweeps on SLURM through submitit (and DDP on one machine)."""

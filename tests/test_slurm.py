@@ -1,0 +1,131 @@
+"""Against a real one-node SLURM cluster (slurm/local_cluster.sh, started by the README's test
+command): a 2-task DDP job equals a 1-process run, a requeued job resumes from its checkpoint with one
+result, and a sweep becomes a job array that status and report follow."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_bench.config import build_config
+from ssl_bench.engine.train import train
+from ssl_bench.errors import UserError
+from ssl_bench.slurm.submit import parse_time_minutes, slurm_job_state, submit_run, wait_for
+
+HAVE_SLURM = bool(os.environ.get("SLURM_CONF")) and shutil.which("sbatch") is not None
+needs_cluster = pytest.mark.skipif(not HAVE_SLURM, reason="no SLURM cluster: start slurm/local_cluster.sh and export SLURM_CONF")
+
+TINY_RUN = ["method=dino", "backbone.img_size=16", "backbone.depth=1", "data.local_size=8", "optim.batch_size=16",
+            "progress=false", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=2",
+            "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]", "eval.baseline=false",
+            "data.num_workers=0"]
+
+
+def _state(run_dir):
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["method"]
+
+
+def test_parse_time():
+    assert parse_time_minutes("72:00:00") == 72 * 60
+    assert parse_time_minutes("1-00:00:00") == 1440
+    assert parse_time_minutes("30") == 30 and parse_time_minutes("00:00:30") == 1
+    with pytest.raises(UserError, match="cluster.time"):
+        parse_time_minutes("soon")
+
+
+def test_missing_sbatch_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cfg = build_config(TINY_RUN + ["launcher=slurm", f"results_root={tmp_path / 'runs'}"])
+    with pytest.raises(UserError, match="sbatch"):
+        submit_run(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_bad_partition_and_impossible_request_leave_nothing(tmp_path):
+    for over in (["cluster.partition=nosuchpart"], ["cluster.nodes=5"], ["cluster.mem=900G"]):
+        cfg = build_config(TINY_RUN + ["launcher=slurm", "cluster=local", *over, f"results_root={tmp_path / 'runs'}"])
+        with pytest.raises(UserError, match="sbatch refused the job"):
+            submit_run(cfg)
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_two_task_ddp_job_equals_one_process(tmp_path):
+    t0 = time.time()
+    job, run = submit_run(build_config(TINY_RUN + ["optim.epochs=2", "launcher=slurm", "cluster=local",
+                                                   f"run_dir={tmp_path / 'slurm'}"]))
+    assert wait_for(job, run, poll_s=0.5) == 0
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["world_size"] == 2 and status["state"] == "done"
+    print(f"submit-to-done {time.time() - t0:.1f}s")
+    train(build_config(TINY_RUN + ["optim.epochs=2", f"run_dir={tmp_path / 'local'}"]))
+    a, b = _state(tmp_path / "local"), _state(tmp_path / "slurm")
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    print(f"max |w_2proc - w_1proc| = {worst:.2e}")
+    assert worst < 1e-5
+    m1 = {(r["eval"], r["metric"]): r["value"] for r in json.loads((tmp_path / "local" / "metrics.json").read_text())}
+    m2 = {(r["eval"], r["metric"]): r["value"] for r in json.loads((tmp_path / "slurm" / "metrics.json").read_text())}
+    assert m1[("knn", "top1")] == m2[("knn", "top1")]
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_requeued_job_resumes_with_one_result(tmp_path):
+    cfg = build_config(TINY_RUN + ["optim.epochs=6", "checkpoint_every_steps=2", "launcher=slurm", "cluster=local",
+                                   "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
+    job, run = submit_run(cfg)
+    deadline = time.time() + 120
+    while not run.has_checkpoint():  # wait for the first checkpoint, then requeue the job mid-training
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    ck = torch.load(run.checkpoint, weights_only=False)
+    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    assert wait_for(job, run, poll_s=0.5) == 0
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["requeues"] >= 1
+    rows = json.loads((run.path / "metrics.json").read_text())
+    keys = [(r["eval"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))  # exactly one result row per metric
+    assert dict(zip(keys, [r["value"] for r in rows]))[("slurm", "requeues")] >= 1
+    log = [json.loads(l) for l in (run.path / "train.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
+    print(f"checkpoint at step {ck['step']} when requeued; at most checkpoint_every_steps=2 steps redone")
+    # the requeued run ends exactly where an uninterrupted run ends
+    train(build_config(TINY_RUN + ["optim.epochs=6", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'ref'}"]))
+    a, b = _state(tmp_path / "ref"), _state(run.path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_sweep_is_a_job_array_that_status_and_report_follow(tmp_path):
+    env = {**os.environ}
+    cmd = [sys.executable, "-m", "ssl_bench"]
+    r = subprocess.run(cmd + ["sweep", *TINY_RUN, "optim.epochs=1", "seed=0,1,2", "launcher=slurm", "cluster=local",
+                              "cluster.tasks_per_node=1", f"results_root={tmp_path / 'results' / 'runs'}"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "as job array" in r.stdout
+    manifest_path = next((tmp_path / "results" / "sweeps").glob("*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    assert len(manifest["members"]) == 3
+    assert len({m["job_id"].split("_")[0] for m in manifest["members"]}) == 1  # one array job
+    assert all("_" in m["job_id"] for m in manifest["members"])
+    deadline = time.time() + 300
+    while True:
+        out = subprocess.run(cmd + ["status", str(manifest_path)], capture_output=True, text=True, cwd=tmp_path).stdout
+        if "3 done" in out or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert "3 done" in out, out
+    rep = subprocess.run(cmd + ["report", f"results_root={tmp_path / 'results' / 'runs'}", "columns=knn/top1",
+                                f"out={tmp_path / 'tables'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert rep.returncode == 0 and "(n=3)" in rep.stdout, rep.stdout + rep.stderr
