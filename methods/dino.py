@@ -90,11 +90,16 @@ class _Net(nn.Module):
     "dino",
     config=DINOConfig,
     presets={
-        # Short CPU schedules: the teacher must move within ~80 steps/epoch (PROTOCOL.md notes).
-        "default": {"method": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "momentum_teacher": 0.99,
-                               "teacher_temp": 0.04, "n_local": 4}},
-        "cifar10-cpu": {"method": {"out_dim": 4096, "hidden_dim": 1024, "bottleneck_dim": 256,
-                                   "momentum_teacher": 0.99, "teacher_temp": 0.04, "n_local": 4}},
+        # Short CPU schedules (~100-250 steps). Chosen on CIFAR-10 train images outside the protocol
+        # subset: with the paper's head (no BN, teacher 0.04) the teacher output drifts to uniform
+        # (entropy -> ln K, KL -> 0) within 2 epochs; BN in the head plus a sharper teacher (0.02) and
+        # a faster EMA keep it sharp per image and diverse across images, and the loss falls.
+        "default": {"method": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "use_bn_in_head": True,
+                               "momentum_teacher": 0.99, "teacher_temp": 0.02, "warmup_teacher_temp": 0.02,
+                               "n_local": 4}, "optim": {"weight_decay_end": 0.04}},
+        "cifar10-cpu": {"method": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "use_bn_in_head": True,
+                                   "momentum_teacher": 0.99, "teacher_temp": 0.02, "warmup_teacher_temp": 0.02,
+                                   "n_local": 4}, "optim": {"weight_decay_end": 0.04}},
     },
 )
 class DINO(Method):

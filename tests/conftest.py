@@ -59,3 +59,35 @@ def make_image_folder(root: Path, n_per_class: int = 8, classes: int = 2, size: 
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "folder")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local one-node SLURM cluster: the test command brings it up (installing slurm-wlm and munge
+    with apt-get when missing, as root) and stops it afterwards. Yields SLURM_CONF or skips."""
+    import shutil
+    import subprocess
+
+    if os.environ.get("SLURM_CONF") and shutil.which("sbatch"):
+        yield os.environ["SLURM_CONF"]  # a cluster the user started
+        return
+    env = {**os.environ, "SSL_BENCH_SLURM_DIR": "/tmp/ssl-bench-slurm-test", "SSL_BENCH_SLURMCTLD_PORT": "16817",
+           "SSL_BENCH_SLURMD_PORT": "16818"}
+    script = REPO / "slurm" / "local_cluster.sh"
+    try:
+        out = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"could not start the local SLURM cluster: {err}")
+    line = next((l for l in out.stdout.splitlines() if l.startswith("export SLURM_CONF=")), None)
+    if out.returncode != 0 or line is None:
+        pytest.skip(f"could not start the local SLURM cluster: {(out.stderr or out.stdout).strip()[-300:]}")
+    conf = line.split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield conf
+    finally:
+        os.environ.pop("SLURM_CONF", None)
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=120)

@@ -9,7 +9,7 @@ def test_defaults_then_preset_then_cli():
     cfg = build_config(["method=dino"])
     assert cfg.preset == "default" and cfg.dataset == "digits"
     assert cfg.backbone.depth == 4  # from configs/default.yaml
-    assert cfg.method.out_dim == 1024  # DINO's own settings for the default preset
+    assert cfg.method.out_dim == 1024 and cfg.method.use_bn_in_head  # DINO's own settings for this preset
     cfg = build_config(["method=dino", "backbone.depth=2", "method.out_dim=256", "optim.lr=0.01"])
     assert (cfg.backbone.depth, cfg.method.out_dim, cfg.optim.lr) == (2, 256, 0.01)
 

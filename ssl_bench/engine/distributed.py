@@ -58,9 +58,26 @@ def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     return torch.cat(out, 0)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a global sum w.r.t. each local input is the summed gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        g = g.clone()
+        dist.all_reduce(g)
+        return g
+
+
 class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """Batch norm over the global batch on CPU/gloo, where ``nn.SyncBatchNorm`` refuses to run
-    (it needs a GPU). Sums and sums of squares are all-reduced with autograd-aware collectives."""
+    (it needs a GPU). Two passes (mean, then centred squares) as in PyTorch's own kernel, so the
+    result matches 1-process BatchNorm to float rounding."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -69,24 +86,21 @@ class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_dist()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce as diff_all_reduce
-
         dims = [d for d in range(x.dim()) if d != 1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([float(x.numel() // x.shape[1])])
         dist.all_reduce(count)
-        s = diff_all_reduce(x.sum(dims))
-        ss = diff_all_reduce((x * x).sum(dims))
         n = count.item()
-        mean = s / n
-        var = ss / n - mean * mean
+        mean = _AllReduceSum.apply(x.sum(dims)) / n
+        xc = x - mean.view(shape)
+        var = _AllReduceSum.apply((xc * xc).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * n / max(n - 1, 1), alpha=m)
                 self.num_batches_tracked.add_(1)
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        y = xc / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
