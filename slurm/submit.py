@@ -88,7 +88,7 @@ class TrainJob:
         main = env.rank == 0
         if main:
             write_status(self.cfg.run_dir, state="running", job_id=job_id, requeues=requeues, host=socket.gethostname(),
-                         world_size=env.world_size)
+                         world_size=env.world_size, started=time.time())
         try:
             result = train(replace(self.cfg, resume="auto", launcher="local", progress=False))
             if main:

@@ -84,23 +84,39 @@ def ablate_command(args: list[str]) -> int:
             cfg = build_config(["method=dino", *g, *var])
             members.append((label, cfg))
     manifest = {"sweep_id": sweep_id, "members": []}
-    rows, logs = [], []
-    for i, (label, cfg) in enumerate(members):
-        log.info("ablation %d/%d: %s", i + 1, len(members), label)
-        from dataclasses import replace
+    manifest_path = Path(base.results_root).parent / "sweeps" / f"{sweep_id}.json"
+    from dataclasses import replace
 
-        cfg = replace(cfg, run_dir=str(Path(cfg.results_root) / f"{sweep_id}-{i:02d}"))
-        result = train(cfg)
-        manifest["members"].append({"variant": label, "run_dir": str(result.run_dir.path)})
-        write_json(Path(cfg.results_root).parent / "sweeps" / f"{sweep_id}.json", manifest)
-        m = {(r["eval"], r["metric"]): r["value"] for r in result.metrics}
-        final = result.run_dir.read_train_log()[-1]
+    cfgs = [replace(cfg, run_dir=str(Path(cfg.results_root) / f"{sweep_id}-{i:02d}")) for i, (_, cfg) in enumerate(members)]
+    if base.launcher == "slurm":  # the sweep path: one job array, then collect when every member is done
+        from ssl_bench.slurm.submit import submit_array, wait_for
+
+        jobs = submit_array(cfgs, manifest_path.parent / sweep_id)
+        manifest["members"] = [{"variant": label, "run_dir": str(run.path), "job_id": str(job.job_id)}
+                               for (label, _), (job, run) in zip(members, jobs)]
+        write_json(manifest_path, manifest)
+        print(f"submitted {len(jobs)} ablation runs as one job array; manifest {manifest_path}")
+        failed = [run.path for job, run in jobs if wait_for(job, run) != 0]
+        if failed:
+            raise UserError(f"{len(failed)} ablation runs failed, e.g. {failed[0]}; see python -m ssl_bench status {manifest_path}")
+        results = [(label, RunDir(run.path)) for (label, _), (_, run) in zip(members, jobs)]
+    else:
+        results = []
+        for i, ((label, _), cfg) in enumerate(zip(members, cfgs)):
+            log.info("ablation %d/%d: %s", i + 1, len(members), label)
+            manifest["members"].append({"variant": label, "run_dir": cfg.run_dir, "job_id": None})
+            write_json(manifest_path, manifest)
+            results.append((label, train(cfg).run_dir))
+    rows, logs = [], []
+    for label, run in results:
+        m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
+        train_log = run.read_train_log()
+        final = train_log[-1]
         rows.append({"variant": label, "knn top-1": m.get(("knn", "top1"), float("nan")),
                      "random init": m.get(("knn@init", "top1"), float("nan")),
                      "teacher entropy": final["teacher_entropy"], "KL": final["kl"],
                      "collapsed": bool(m.get(("train", "collapsed"), 0.0))})
-        for r in RunDir(result.run_dir.path).read_train_log():
-            logs.append({**r, "variant": label})
+        logs += [{**r, "variant": label} for r in train_log]
     table = pd.DataFrame(rows)
     table_fmt = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in
                                 ("knn top-1", "random init", "teacher entropy", "KL")})

@@ -64,7 +64,7 @@ def test_two_task_ddp_job_equals_one_process(tmp_path):
     assert wait_for(job, run, poll_s=0.5) == 0
     status = json.loads((run.path / "status.json").read_text())
     assert status["world_size"] == 2 and status["state"] == "done"
-    print(f"submit-to-done {time.time() - t0:.1f}s")
+    print(f"submit-to-start {status['started'] - status['submitted']:.1f}s, submit-to-done {time.time() - t0:.1f}s")
     train(build_config(TINY_RUN + ["optim.epochs=2", f"run_dir={tmp_path / 'local'}"]))
     a, b = _state(tmp_path / "local"), _state(tmp_path / "slurm")
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -128,3 +128,17 @@ def test_sweep_is_a_job_array_that_status_and_report_follow(tmp_path):
     rep = subprocess.run(cmd + ["report", f"results_root={tmp_path / 'results' / 'runs'}", "columns=knn/top1",
                                 f"out={tmp_path / 'tables'}"], capture_output=True, text=True, cwd=tmp_path)
     assert rep.returncode == 0 and "(n=3)" in rep.stdout, rep.stdout + rep.stderr
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_ablate_uses_the_sweep_path_on_slurm(tmp_path):
+    from ssl_bench.__main__ import main
+
+    over = [o for o in TINY_RUN if not o.startswith("method=")] + [
+        "optim.epochs=1", "launcher=slurm", "cluster=local", "cluster.tasks_per_node=1",
+        f"results_root={tmp_path / 'results' / 'runs'}", f"out={tmp_path / 'out'}"]
+    assert main(["ablate", "dino", *over]) == 0
+    manifest = json.loads(next((tmp_path / "results" / "sweeps").glob("*.json")).read_text())
+    assert len(manifest["members"]) == 4 and len({m["job_id"].split("_")[0] for m in manifest["members"]}) == 1
+    assert (tmp_path / "out" / "ablation_dino.png").stat().st_size > 1000
