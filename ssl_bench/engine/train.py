@@ -240,8 +240,10 @@ class Trainer:
         wall = time.perf_counter() - t_start
         if not D.is_main():  # rank 0 alone evaluates and writes results
             return RunResult(run, [])
+        speeds = [r["images_per_s"] for r in run.read_train_log() if "images_per_s" in r]
         rows = [{"eval": "train", "metric": "final_loss", "value": last.get("loss", float("nan"))},
-                {"eval": "train", "metric": "wall_time_s", "value": wall}]
+                {"eval": "train", "metric": "wall_time_s", "value": wall},
+                {"eval": "train", "metric": "images_per_s", "value": sum(speeds) / max(len(speeds), 1)}]
         collapsed = method.collapsed(last)
         if collapsed is not None:
             rows.append({"eval": "train", "metric": "collapsed", "value": float(collapsed)})
@@ -249,8 +251,7 @@ class Trainer:
         if cfg.eval.baseline and cfg.eval.evals:
             init = build_method(cfg).to(dev)
             rows += [{**r, "eval": f"{r['eval']}@init"} for r in self.evaluate(init.encoder(), splits, cfg.eval.evals)]
-        if D.is_main():
-            run.write_metrics(rows)
+        run.write_metrics(rows)
         return RunResult(run, rows)
 
     def evaluate(self, encoder: nn.Module, splits: DataSplits, names: list[str]) -> list[dict]:
