@@ -78,15 +78,29 @@ def test_two_task_ddp_job_equals_one_process(tmp_path):
 @pytest.mark.slurm
 @needs_cluster
 def test_requeued_job_resumes_with_one_result(tmp_path):
-    cfg = build_config(TINY_RUN + ["optim.epochs=6", "checkpoint_every_steps=2", "launcher=slurm", "cluster=local",
-                                   "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
+    epochs = 40  # 200 steps: long enough that the requeue lands mid-training
+    cfg = build_config(TINY_RUN + [f"optim.epochs={epochs}", "checkpoint_every_steps=2", "launcher=slurm",
+                                   "cluster=local", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
     job, run = submit_run(cfg)
     deadline = time.time() + 120
     while not run.has_checkpoint():  # wait for the first checkpoint, then requeue the job mid-training
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
-    ck = torch.load(run.checkpoint, weights_only=False)
     subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    # SLURM holds a requeued job back (Reason=BeginTime, about 2 minutes); once it is pending again,
+    # let it start now, as a preempted job on a busy cluster would when resources free up.
+    deadline = time.time() + 60
+    seen_pending = False
+    while time.time() < deadline:
+        state = slurm_job_state(job.job_id)
+        if state == "PENDING":
+            seen_pending = True
+            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], capture_output=True)
+        elif seen_pending:  # running again (or already done)
+            break
+        time.sleep(0.5)
+    ck = torch.load(run.checkpoint, weights_only=False)
+    assert ck["step"] < epochs * 5, "the job finished before it could be requeued"
     assert wait_for(job, run, poll_s=0.5) == 0
     status = json.loads((run.path / "status.json").read_text())
     assert status["requeues"] >= 1
@@ -95,10 +109,10 @@ def test_requeued_job_resumes_with_one_result(tmp_path):
     assert len(keys) == len(set(keys))  # exactly one result row per metric
     assert dict(zip(keys, [r["value"] for r in rows]))[("slurm", "requeues")] >= 1
     log = [json.loads(l) for l in (run.path / "train.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
     print(f"checkpoint at step {ck['step']} when requeued; at most checkpoint_every_steps=2 steps redone")
     # the requeued run ends exactly where an uninterrupted run ends
-    train(build_config(TINY_RUN + ["optim.epochs=6", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'ref'}"]))
+    train(build_config(TINY_RUN + [f"optim.epochs={epochs}", f"run_dir={tmp_path / 'ref'}"]))
     a, b = _state(tmp_path / "ref"), _state(run.path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
