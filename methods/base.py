@@ -68,6 +68,17 @@ class Method(nn.Module):
         return None
 
 
+class BackboneHead(nn.Module):
+    """``head(backbone(x))``: the online/target network shape shared by DINO, BYOL and MoCo."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
 def multicrop_forward(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
     """One forward per run of same-resolution crops (DINO's MultiCropWrapper), split back per crop."""
     outs: list[Tensor] = []

@@ -12,7 +12,7 @@ from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import schedules as S
-from ssl_bench.methods.base import Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
 from ssl_bench.registry import register_method
 
 
@@ -29,15 +29,6 @@ class BYOLConfig:
     n_local: int = 0
 
 
-class _Online(nn.Module):
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.projector = backbone, projector
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projector(self.backbone(x))
-
-
 @register_method("byol", config=BYOLConfig, presets={
     "default": {"method": {"hidden_dim": 512, "momentum": 0.99}},
     "cifar10-cpu": {"method": {"hidden_dim": 1024, "momentum": 0.99}}})
@@ -48,9 +39,9 @@ class BYOL(Method):
         super().__init__(ViewSpec(2, cfg.n_local))
         self.cfg = cfg
 
-        def build() -> _Online:
+        def build() -> BackboneHead:
             bb = build_backbone(backbone_cfg)
-            return _Online(bb, BYOLProjectionHead(bb.embed_dim, cfg.hidden_dim, cfg.out_dim))
+            return BackboneHead(bb, BYOLProjectionHead(bb.embed_dim, cfg.hidden_dim, cfg.out_dim))
 
         self.online = build()
         self.predictor = BYOLPredictionHead(cfg.out_dim, cfg.hidden_dim, cfg.out_dim)

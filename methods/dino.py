@@ -17,7 +17,7 @@ from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import schedules as S
 from ssl_bench.registry import register_method
-from ssl_bench.methods.base import Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
 
 
 @dataclass
@@ -77,15 +77,6 @@ def _make_head(cfg: DINOConfig, in_dim: int) -> DINOProjectionHead:
     )
 
 
-class _Net(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
-
-
 @register_method(
     "dino",
     config=DINOConfig,
@@ -109,9 +100,9 @@ class DINO(Method):
         super().__init__(ViewSpec(2, cfg.n_local))
         self.cfg = cfg
 
-        def build() -> _Net:
+        def build() -> BackboneHead:
             bb = build_backbone(backbone_cfg)
-            return _Net(bb, _head(cfg, bb.embed_dim))
+            return BackboneHead(bb, _head(cfg, bb.embed_dim))
 
         self.student = build()
         self.teacher = make_target(self.student, build)

@@ -14,7 +14,7 @@ from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
-from ssl_bench.methods.base import Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
 from ssl_bench.registry import register_method
 
 
@@ -36,15 +36,6 @@ class MoCoConfig:
     n_local: int = 0
 
 
-class _Net(nn.Module):
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.projector = backbone, projector
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projector(self.backbone(x))
-
-
 @register_method("moco", config=MoCoConfig, presets={
     "default": {"method": {"hidden_dim": 512, "queue_size": 1024}},
     "cifar10-cpu": {"method": {"hidden_dim": 1024}}})
@@ -59,10 +50,10 @@ class MoCo(Method):
         out = cfg.out_dim or (256 if v3 else 128)
         self.momentum = cfg.momentum if cfg.momentum is not None else 0.99
 
-        def build() -> _Net:
+        def build() -> BackboneHead:
             bb = build_backbone(backbone_cfg)
             head = MoCoProjectionHead(bb.embed_dim, hidden, out, num_layers=3 if v3 else 2, batch_norm=v3)
-            return _Net(bb, head)
+            return BackboneHead(bb, head)
 
         self.query = build()
         self.key = make_target(self.query, build)
