@@ -83,6 +83,15 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns that identify a run (id, method, backbone, dataset, epochs, seed) and its method flags."""
+    cfg = run.read_config()
+    ids = {"run_id": run.run_id, "method": cfg["method"]["name"], "backbone": cfg["backbone"]["name"],
+           "dataset": cfg["dataset"], "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"]}
+    flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
+    return ids, flags
+
+
 def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
     """Every finished run under ``root`` as a tidy frame: one row per (run, eval, metric)."""
     rows = []
@@ -91,18 +100,9 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
         metrics = run.read_metrics()
         if not metrics:
             continue
-        cfg = run.read_config()
-        flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
+        ids, flags = _identity(run)
         collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
-        base = {
-            "run_id": run.run_id,
-            "method": cfg["method"]["name"],
-            "backbone": cfg["backbone"]["name"],
-            "dataset": cfg["dataset"],
-            "epochs": cfg["optim"]["epochs"],
-            "seed": cfg["seed"],
-            "collapsed": None if collapsed is None else bool(collapsed),
-        }
+        base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
         for r in metrics:
             rows.append({**base, "eval": r["eval"], "metric": r["metric"], "value": float(r["value"]), **flags})
     cols = ["run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
@@ -117,11 +117,9 @@ def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
         log = run.read_train_log()
         if not log:
             continue
-        cfg = run.read_config()
-        flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
+        ids, flags = _identity(run)
         df = pd.DataFrame(log)
-        for k, v in {"run_id": run.run_id, "method": cfg["method"]["name"], "backbone": cfg["backbone"]["name"],
-                     "dataset": cfg["dataset"], "seed": cfg["seed"], **flags}.items():
+        for k, v in {**ids, **flags}.items():
             df[k] = [v] * len(df)
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
