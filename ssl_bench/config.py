@@ -50,6 +50,9 @@ class DataConfig:
     solarize: bool = True
     train_per_class: int = 0  # >0: the first N sorted files of each class (the protocol's subset)
     test_per_class: int = 0
+    # >0: evaluate on a validation split instead of test/: the next N files of each train/ class after
+    # the first train_per_class (PROTOCOL.md: tune on train images outside the pre-training subset)
+    val_per_class: int = 0
     num_workers: int = 0  # measured: on 2 cores a worker process slows training (see README)
 
 

@@ -44,6 +44,20 @@ def test_imagefolder_and_per_class_subset(image_folder):
         "000.png", "001.png", "002.png"]
 
 
+def test_validation_split_is_disjoint_from_pretraining_and_test(image_folder):
+    cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3",
+                        "data.val_per_class=2"])
+    s = build_datasets("imagefolder", cfg.data)
+    names = lambda d: [d.base.samples[i][0] for i in d.indices]  # noqa: E731
+    assert len(s.test) == 4 and sorted(s.test.targets) == [0, 0, 1, 1]
+    assert all("/train/" in p for p in names(s.test))
+    assert not set(names(s.test)) & set(names(s.train))
+    assert [p.rsplit("/", 1)[-1] for p in names(s.test)][:2] == ["003.png", "004.png"]
+    with pytest.raises(UserError, match="val_per_class needs data.train_per_class"):
+        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}",
+                                                    "data.val_per_class=2"]).data)
+
+
 def test_cifar10_accepts_image_folder_tree(image_folder):
     cfg = build_config(["dataset=cifar10", f"data.root={image_folder}"])
     assert len(build_datasets("cifar10", cfg.data).test) == 16

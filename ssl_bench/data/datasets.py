@@ -95,16 +95,17 @@ def targets_of(ds: Dataset) -> list[int]:
     return [int(x) for x in t]
 
 
-def per_class_subset(ds: Dataset, n: int) -> Dataset:
-    """The first ``n`` items of each class in dataset order (ImageFolder: sorted file names)."""
-    if n <= 0:
+def per_class_subset(ds: Dataset, n: int, start: int = 0) -> Dataset:
+    """Items ``start .. start+n-1`` of each class in dataset order (ImageFolder: sorted file names)."""
+    if n <= 0 and start <= 0:
         return ds
     targets = targets_of(ds)
     counts: dict[int, int] = {}
     keep = []
     for i, t in enumerate(targets):
-        if counts.get(t, 0) < n:
-            counts[t] = counts.get(t, 0) + 1
+        c = counts.get(t, 0)
+        counts[t] = c + 1
+        if c >= start and (n <= 0 or c < start + n):
             keep.append(i)
     return SubsetDataset(ds, keep, [targets[i] for i in keep])
 
@@ -191,8 +192,14 @@ def imagefolder(cfg: DataConfig) -> DataSplits:
 def build_datasets(name: str, cfg: DataConfig) -> DataSplits:
     """Build the named dataset and apply the per-class subsets of ``cfg``."""
     splits = DATASETS.get(name).obj(cfg)
+    if cfg.val_per_class > 0:
+        # Tuning split: evaluate on train images the pre-training subset never sees, never on test/.
+        if cfg.train_per_class <= 0:
+            raise UserError("data.val_per_class needs data.train_per_class > 0 (validation images come after them)")
+        splits.test = per_class_subset(splits.train, cfg.val_per_class, start=cfg.train_per_class)
+    else:
+        splits.test = per_class_subset(splits.test, cfg.test_per_class)
     splits.train = per_class_subset(splits.train, cfg.train_per_class)
-    splits.test = per_class_subset(splits.test, cfg.test_per_class)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise UserError(f"dataset {name!r} at {cfg.root!r} has no images in train or test")
     log.info("dataset %s: %d train, %d test images", name, len(splits.train), len(splits.test))
