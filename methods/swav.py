@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from lightly.loss import SwaVLoss
 from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
@@ -19,7 +20,12 @@ from ssl_bench.registry import register_method
 class SwAVConfig:
     """SwAV: projector 2048 -> 128, 3000 prototypes, temperature 0.1, Sinkhorn-Knopp codes on the
     global crops (3 iterations, epsilon 0.05, over the global batch), swapped prediction across all
-    crops, prototypes frozen for the first epoch and L2-normalised after every step, 2 + 6 crops."""
+    crops, prototypes frozen for the first epoch and L2-normalised after every step, 2 + 6 crops.
+
+    Optional queue (the paper's small-batch fix, reference ``main_swav.py``: 3840 features, from
+    epoch 15): ``queue_size=N`` keeps the last N global-crop projections per global view (per rank,
+    as the reference does); once full and from ``queue_start_epoch`` on, they join the batch in the
+    Sinkhorn step so the equipartition spans more samples than the batch holds."""
 
     name: str = "swav"
     hidden_dim: int = 2048
@@ -28,8 +34,16 @@ class SwAVConfig:
     temperature: float = 0.1
     sinkhorn_iterations: int = 3
     sinkhorn_epsilon: float = 0.05
-    freeze_prototypes_epochs: int = 1
+    freeze_prototypes_epochs: float = 1.0  # fractions allowed: short schedules freeze for a part of epoch 1
     n_local: int = 6
+    queue_size: int = 0  # 0: no queue
+    queue_start_epoch: int = 15
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        if self.queue_size < 0:
+            raise ConfigError(f"bad value for 'method.queue_size': {self.queue_size}; must be >= 0 (0 = no queue)")
 
 
 @register_method("swav", config=SwAVConfig, presets={
@@ -45,19 +59,41 @@ class SwAV(Method):
         self.projector = SwaVProjectionHead(self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim)
         self.prototypes = SwaVPrototypes(cfg.out_dim, cfg.n_prototypes)
         self.prototypes.normalize()
+        if cfg.queue_size > 0:
+            # A ring buffer registered on the module, so checkpoints carry it (resume stays exact).
+            self.register_buffer("queue", torch.zeros(2, cfg.queue_size, cfg.out_dim))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+            self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         self.criterion = SwaVLoss(temperature=cfg.temperature, sinkhorn_iterations=cfg.sinkhorn_iterations,
                                   sinkhorn_epsilon=cfg.sinkhorn_epsilon, sinkhorn_gather_distributed=True)
 
-    def _scores(self, x: Tensor) -> Tensor:
-        return self.prototypes(F.normalize(self.projector(self.backbone(x)), dim=1))
+    def _embed(self, x: Tensor) -> Tensor:
+        return F.normalize(self.projector(self.backbone(x)), dim=1)
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_g = self.view_spec().n_global
-        scores = multicrop_forward(self._scores, views)
-        return {"loss": self.criterion(scores[:n_g], scores[n_g:])}
+        z = multicrop_forward(self._embed, views)
+        scores = [self.prototypes(x) for x in z]
+        queue_scores = None
+        if self.cfg.queue_size > 0:
+            use = state.epoch >= self.cfg.queue_start_epoch and int(self.queue_filled) >= self.cfg.queue_size
+            if use:  # the queue holds the two global views; more global crops reuse them in turn
+                queue_scores = [self.prototypes(self.queue[i % 2]) for i in range(n_g)]
+            self._enqueue([x.detach() for x in z[:2]])
+        return {"loss": self.criterion(scores[:n_g], scores[n_g:], queue_scores)}
+
+    @torch.no_grad()
+    def _enqueue(self, feats: list[Tensor]) -> None:
+        size = self.cfg.queue_size
+        n = min(feats[0].shape[0], size)
+        idx = (self.queue_ptr + torch.arange(n, device=feats[0].device)) % size
+        for i, f in enumerate(feats):
+            self.queue[i, idx] = f[-n:].to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=size))
 
     def after_backward(self, state: StepState) -> None:
-        if state.epoch < self.cfg.freeze_prototypes_epochs:
+        if state.step < self.cfg.freeze_prototypes_epochs * state.steps_per_epoch:
             for p in self.prototypes.parameters():
                 p.grad = None
 

@@ -110,7 +110,7 @@ def test_swav_swapped_prediction():
     g = torch.Generator().manual_seed(0)
     v = _views() + [torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)]
     out = m.training_step(v, _st(m))["loss"]
-    s = multicrop_forward(m._scores, v)
+    s = multicrop_forward(lambda x: m.prototypes(m._embed(x)), v)
     total, n = 0.0, 0
     for i in range(2):
         with torch.no_grad():
@@ -124,3 +124,40 @@ def test_swav_swapped_prediction():
     m.after_step(_st(m))
     w = m.prototypes.heads[0].weight
     assert torch.allclose(w.norm(dim=1), torch.ones(10), atol=1e-5)
+
+
+def test_swav_queue_joins_the_sinkhorn_step_once_full():
+    """queue_size=16, batch 8: two steps fill it; from then on each global view's codes come from
+    Sinkhorn over [batch scores; queue scores] (first b rows kept), as in the reference main_swav.py."""
+    cfg, m = _m("swav", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
+                "method.queue_size=16", "method.queue_start_epoch=0")
+    m.eval()  # fixed BN statistics, so re-running the forward below reproduces the step's scores
+    no_queue = [m.training_step(_views(seed=s), _st(m))["loss"] for s in (0, 1)]
+    assert int(m.queue_filled) == 16 and int(m.queue_ptr) == 0
+    queue0 = m.queue.clone()
+    v = _views(seed=2)
+    out = m.training_step(v, _st(m))["loss"]
+    with torch.no_grad():
+        s = [m.prototypes(m._embed(x)) for x in v]
+        qs = [m.prototypes(queue0[i]) for i in range(2)]
+    total = 0.0
+    for i in range(2):
+        q = sinkhorn_ref(torch.cat([s[i], qs[i]]), 0.05, 3)[:8]
+        total = total - (q * F.log_softmax(s[1 - i] / 0.1, dim=1)).sum(1).mean()
+    assert torch.allclose(out, total / 2, atol=1e-4)
+    # the newest projections replaced the oldest half of the ring buffer
+    with torch.no_grad():
+        assert torch.allclose(m.queue[0, :8], m._embed(v[0]), atol=1e-6)
+    assert torch.equal(m.queue[:, 8:], queue0[:, 8:])
+    assert all(torch.isfinite(x) for x in no_queue)
+
+
+def test_swav_prototypes_frozen_for_a_fraction_of_the_first_epoch():
+    cfg, m = _m("swav", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
+                "method.freeze_prototypes_epochs=0.5")
+    for step, frozen in ((4, True), (5, False)):
+        st = StepState(step, 0, 10, 20, {})
+        m.zero_grad()
+        m.training_step(_views(), st)["loss"].backward()
+        m.after_backward(st)
+        assert (m.prototypes.heads[0].weight.grad is None) == frozen
