@@ -4,7 +4,6 @@ from PIL import Image
 
 from ssl_bench.config import build_config
 from ssl_bench.data import MultiCropTransform, ViewSpec, build_datasets
-from ssl_bench.data.datasets import per_class_subset
 from ssl_bench.errors import UserError
 
 

@@ -59,7 +59,7 @@ def test_centering_off_keeps_center_zero_and_logits_uncentred():
     cfg, m = _dino("method.centering=false")
     views = _views()
     for step in range(3):
-        out = m.training_step(views, _state(m, step))
+        m.training_step(views, _state(m, step))
     assert torch.count_nonzero(m.criterion.center) == 0
     with torch.no_grad():
         t_out = multicrop_forward(m.teacher, views[:2])

@@ -1,5 +1,4 @@
 """Each method's loss against an independent formula written out here."""
-import math
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,6 @@ command): a 2-task DDP job equals a 1-process run, a requeued job resumes from i
 result, and a sweep becomes a job array that status and report follow."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time

@@ -96,6 +96,45 @@ def ema_update(pairs: list[tuple[list[torch.Tensor], list[torch.Tensor]]], momen
         torch._foreach_add_(target, online, alpha=1.0 - momentum)
 
 
+def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device):
+    """The engine's one optimisation step as a function of (views, step, epoch): schedules, forward
+    under autocast, backward, method hooks, gradient all-reduce, clipping, AdamW, EMA. ``_train`` and
+    ``benchmarks/throughput.py`` both call it, so the benchmark times exactly the engine's step."""
+    total = spe * cfg.optim.epochs
+    lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
+    lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
+    wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
+    scheds = method.schedules()
+    params = [p for p in method.parameters() if p.requires_grad]
+    pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]
+    bf16 = cfg.precision == "bf16"
+
+    def train_step(views, step: int, epoch: int):
+        views = [v.to(dev, non_blocking=True) for v in views]
+        values = {name: f(step, spe, total) for name, f in scheds.items()}
+        state = StepState(step, epoch, spe, total, values)
+        cur_lr, cur_wd = lr_s(step, spe, total), wd_s(step, spe, total)
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
+            if g["regularize"]:
+                g["weight_decay"] = cur_wd
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            out = method.training_step(views, state)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        method.after_backward(state)
+        D.all_reduce_grads(params)
+        if cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
+        opt.step()
+        if pairs:
+            ema_update(pairs, values["momentum"])
+        method.after_step(state)
+        return out, values, cur_lr, cur_wd
+
+    return train_step
+
+
 def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
     """Return the run folder and whether this call created it."""
     if cfg.run_dir:
@@ -156,12 +195,7 @@ class Trainer:
 
     def _train(self, run: RunDir, method: Method, splits: DataSplits, spe: int) -> RunResult:
         cfg, dev = self.cfg, self.device
-        total = spe * cfg.optim.epochs
         opt = make_optimizer(cfg, method)
-        lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
-        lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
-        wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
-        scheds = method.schedules()
         start_epoch, step, start_batch, partial = 0, 0, 0, {}
         if run.has_checkpoint() and cfg.resume == "auto":
             ckpt = load_checkpoint(run.checkpoint, method, opt)
@@ -172,9 +206,7 @@ class Trainer:
             log.info("resumed %s at epoch %d, step %d", run.path, start_epoch + 1, step)
         if D.is_main():
             run.write_config(to_yaml(cfg))
-        params = [p for p in method.parameters() if p.requires_grad]
-        pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]
-        bf16 = cfg.precision == "bf16"
+        train_step = make_train_step(cfg, method, opt, spe, dev)
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
@@ -187,26 +219,7 @@ class Trainer:
             bar = tqdm(loader, total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
                        disable=not (cfg.progress and D.is_main()), mininterval=2.0)
             for views, _ in bar:
-                views = [v.to(dev, non_blocking=True) for v in views]
-                values = {name: f(step, spe, total) for name, f in scheds.items()}
-                state = StepState(step, epoch, spe, total, values)
-                cur_lr, cur_wd = lr_s(step, spe, total), wd_s(step, spe, total)
-                for g in opt.param_groups:
-                    g["lr"] = cur_lr
-                    if g["regularize"]:
-                        g["weight_decay"] = cur_wd
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = method.training_step(views, state)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                method.after_backward(state)
-                D.all_reduce_grads(params)
-                if cfg.optim.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
-                opt.step()
-                if pairs:
-                    ema_update(pairs, values["momentum"])
-                method.after_step(state)
+                out, values, cur_lr, cur_wd = train_step(views, step, epoch)
                 for k, v in out.items():
                     v = v.detach().float()
                     sums[k] = sums[k] + v if k in sums else v.clone()
