@@ -93,9 +93,10 @@ class MoCo(Method):
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
         keys = D.gather(F.normalize(keys, dim=1), with_grad=False)
-        n, size = keys.shape[0], self.queue.shape[0]
+        size = self.queue.shape[0]
+        n = min(keys.shape[0], size)  # more keys than the queue holds: keep the newest
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
-        self.queue[idx] = keys[-size:] if n > size else keys
+        self.queue[idx] = keys[-n:].to(self.queue.dtype)  # bf16 keys under autocast
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:

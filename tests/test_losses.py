@@ -160,3 +160,12 @@ def test_swav_prototypes_frozen_for_a_fraction_of_the_first_epoch():
         m.training_step(_views(), st)["loss"].backward()
         m.after_backward(st)
         assert (m.prototypes.heads[0].weight.grad is None) == frozen
+
+
+def test_moco_v2_queue_smaller_than_one_step_keeps_the_newest_keys():
+    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=10")
+    v = _views()  # 2 views x 8 images = 16 keys > 10 slots
+    m.training_step(v, _st(m))
+    with torch.no_grad():
+        k = torch.cat([F.normalize(m.key(x), dim=1) for x in v])
+    assert torch.allclose(m.queue, k[-10:], atol=1e-6) and int(m.queue_ptr) == 0
