@@ -87,20 +87,20 @@ class Suite:
         self.splits = DataSplits(ListDataset(images, [0] * len(images)), ListDataset(images[:1], [0]), 10, MEAN, STD)
         self.method = build_method(cfg).to(dev)
         self.method.train()
-        spe = len(images) // cfg.optim.batch_size
-        self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg, self.method), spe, dev)
-        self.epoch = 0
+        self.spe = len(images) // cfg.optim.batch_size
+        self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg, self.method), self.spe, dev)
+        self.loader_epoch = -1
         self.batches = endless(self._next_loader)
         self.step = 0
 
     def _next_loader(self):
-        self.epoch += 1
-        return self.trainer._loader(self.splits, self.epoch)
+        self.loader_epoch += 1
+        return self.trainer._loader(self.splits, self.loader_epoch)
 
     def run(self, n: int) -> None:
         for _ in range(n):
             views, _ = next(self.batches)
-            out, *_ = self.step_fn(views, self.step, 1)
+            out, *_ = self.step_fn(views, self.step, self.step // self.spe)
             self.step += 1
         out["loss"].detach().item()  # one sync at the end, as the engine does per epoch
 
@@ -192,9 +192,14 @@ class Peer:
         lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
         self.opt = torch.optim.AdamW(self.online.parameters(), lr=lr, weight_decay=cfg.optim.weight_decay)
         ds = ImageList(images, lightly_transform(cfg))
-        self.batches = endless(lambda: torch.utils.data.DataLoader(
-            ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers))
-        self.epoch = 0
+        self.epoch = -1
+
+        def next_loader():
+            self.epoch += 1
+            return torch.utils.data.DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
+                                               num_workers=cfg.data.num_workers)
+
+        self.batches = endless(next_loader)
 
     def _forward(self, views):
         from lightly.models.utils import update_momentum
@@ -263,7 +268,7 @@ def flops_per_image(suite: Suite) -> float:
 
     views, _ = next(suite.batches)
     with FlopCounterMode(display=False) as fc:
-        suite.step_fn(views, suite.step, 1)
+        suite.step_fn(views, suite.step, suite.step // suite.spe)
     return fc.get_total_flops() / suite.cfg.optim.batch_size
 
 

@@ -1,0 +1,95 @@
+"""k-NN top-1 on CIFAR-10 after equal wall-clock training budgets: the suite's engine vs the plain
+lightly loop (the peer of ``benchmarks/throughput.py``), same backbone, crops, batch, threads, data.
+
+    python benchmarks/time_to_accuracy.py [method=dino] [key=value ...] [--budgets 300,900] [--queries 2000]
+
+Pre-training images: the protocol's 10,000 (first 1,000 sorted files per class of ../shared/data/cifar10
+train/); k-NN bank = those images, queries = the first ``--queries / 10`` test images per class, k = 20,
+T = 0.07, encoder = the method's evaluation network (DINO: the teacher backbone). Each side trains in
+checkpointed slices until its cumulative training time reaches each budget (evaluation time excluded),
+then its encoder is evaluated. Writes ``results/benchmarks/time_to_accuracy.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from throughput import CIFAR, DEFAULTS, LOCAL, ROOT, Peer, Suite, write_csv  # noqa: E402
+
+
+def encoder_of(side) -> torch.nn.Module:
+    if isinstance(side, Suite):
+        return side.method.encoder()
+    if side.name == "dino":
+        return side.teacher[0]
+    if side.name == "byol":
+        return side.backbone_proj[0]
+    if side.name == "swav":
+        return side.proj[0]
+    return side.online[0]
+
+
+def knn_top1(encoder, cfg, queries: int, per_class: int) -> float:
+    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.evals.features import extract_features
+    from ssl_bench.evals.knn import knn_accuracy
+
+    data = replace(cfg.data, root=str(CIFAR), train_per_class=per_class, test_per_class=queries // 10)
+    splits = build_datasets("cifar10", data)
+    dev = next(encoder.parameters()).device
+    args = (cfg.data.global_size, splits.mean, splits.std, dev)
+    xtr, ytr = extract_features(encoder, splits.train, *args)
+    xte, yte = extract_features(encoder, splits.test, *args)
+    return knn_accuracy(xtr, ytr, xte, yte, [20])[20]["top1"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--budgets", default="300,900", help="cumulative training seconds at which to evaluate")
+    p.add_argument("--queries", type=int, default=2000)
+    p.add_argument("--slice", type=int, default=5, help="steps between clock checks")
+    p.add_argument("--per-class", type=int, default=1000, help="pre-training / bank images per class (protocol: 1000)")
+    a = p.parse_args()
+    if not (CIFAR / "train").is_dir():
+        raise SystemExit(f"needs CIFAR-10 as an ImageFolder tree at {CIFAR}")
+    from ssl_bench.config import build_config
+    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.engine.train import resolve
+
+    method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
+    over = [o for o in a.overrides if not o.startswith("method=")]
+    extra = [f"data.n_local={LOCAL.get(method, 0)}"] if not any(o.startswith("data.n_local=") for o in over) else []
+    cfg = resolve(build_config(DEFAULTS + [f"method={method}", *extra, *over]))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class))
+    images = [splits.train[i][0] for i in range(len(splits.train))]
+    budgets = sorted(float(b) for b in a.budgets.split(","))
+    rows = []
+    for label, cls in (("suite", Suite), ("peer", Peer)):
+        side = cls(cfg, images)
+        init = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
+        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0, "knn_top1": init})
+        spent, images_seen = 0.0, 0
+        for b in budgets:
+            while spent < b:
+                t = time.perf_counter()
+                side.run(a.slice)
+                spent += time.perf_counter() - t
+                images_seen += a.slice * cfg.optim.batch_size
+            acc = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
+            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent, "images": images_seen, "knn_top1": acc})
+            print(f"{label}: {spent:.0f} s of training, {images_seen} images, k-NN top-1 {acc:.4f} (init {init:.4f})", flush=True)
+    write_csv(ROOT / "results" / "benchmarks" / "time_to_accuracy.csv", rows)
+
+
+if __name__ == "__main__":
+    main()
