@@ -38,6 +38,8 @@ def test_tidy_frame_and_mean_std(tmp_path):
     simclr = table[table["method"] == "simclr"]["knn/top1"].item()
     assert dino == "0.5500 ± 0.0707 (n=2)"  # std with ddof=1 of (0.5, 0.6)
     assert simclr == "0.4200 ± 0.0283 (n=2)"
+    one = summary_table(df[df["seed"] == 0], ["knn/top1"])
+    assert one[one["method"] == "dino"]["knn/top1"].item() == "0.5000 (n=1)"  # no std from one seed
 
 
 def test_report_and_plot_commands_write_files(tmp_path):

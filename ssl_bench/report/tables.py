@@ -29,7 +29,7 @@ def aggregate(df: pd.DataFrame, row_keys: list[str] | None = None) -> pd.DataFra
 
 def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: list[str] | None = None,
                   digits: int = 4) -> pd.DataFrame:
-    """Wide table of 'mean ± std (n)' strings."""
+    """Wide table of 'mean ± std (n)' strings ('value (n=1)' for one seed: a std needs two)."""
     if df.empty:
         return pd.DataFrame()
     keys = row_keys or ROW_KEYS
@@ -37,7 +37,8 @@ def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: 
     present = list(dict.fromkeys(agg["column"]))
     cols = [c for c in (columns or present) if c in present]
     agg = agg[agg["column"].isin(cols)]
-    agg["cell"] = [f"{m:.{digits}f} ± {s:.{digits}f} (n={n})" for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
+    agg["cell"] = [f"{m:.{digits}f} ± {s:.{digits}f} (n={n})" if n > 1 else f"{m:.{digits}f} (n={n})"
+                   for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
     return wide[keys + [c for c in cols if c in wide.columns]]
