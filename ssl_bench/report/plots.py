@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -86,6 +87,7 @@ def curves(logs: pd.DataFrame, out_dir, y: str, name: str, hue: str = "method", 
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
         ax.set_ylabel(ylabel or y)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend(frameon=False, title=None)
         sns.despine(fig)
         return save_figure(fig, out_dir, name)
@@ -103,9 +105,12 @@ def ablation_figure(logs: pd.DataFrame, out_dir, out_dim: int, name: str = "abla
             sns.lineplot(data=logs, x="epoch", y=col, hue="variant", palette=pal, errorbar="sd", marker="o",
                          markersize=3, lw=1, ax=ax)
             ax.set_ylabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(frameon=False, title=None, fontsize=6)
         axes[0].axhline(math.log(out_dim), ls=":", color="0.3", lw=0.8)
-        axes[0].text(axes[0].get_xlim()[0], math.log(out_dim), " ln(out_dim)", va="top", fontsize=6, color="0.3")
+        axes[0].text(axes[0].get_xlim()[1], math.log(out_dim), "ln(out_dim) ", va="bottom", ha="right", fontsize=6,
+                     color="0.3")
+        axes[0].set_ylim(top=math.log(out_dim) * 1.12)  # room for the label above the ceiling
         sns.despine(fig)
         return save_figure(fig, out_dir, name)
 
