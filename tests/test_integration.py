@@ -87,3 +87,16 @@ def test_dino_segmentation_on_weizmann_horse(tmp_path_factory, runs):
     # evaluated rows are merged into the run's metrics.json next to the k-NN rows
     stored = {(r["eval"], r["metric"]) for r in result.run_dir.read_metrics()}
     assert ("knn", "top1") in stored and ("seg", "patch_probe_miou") in stored
+
+
+def test_linear_probe_on_a_real_short_run(tmp_path_factory, runs):
+    """Linear probe (C chosen on held-out train features) on the SimCLR run: well above chance (0.1) on
+    CIFAR-10 test images, for the trained encoder and for random init; rows merge into metrics.json."""
+    result = _train("simclr", tmp_path_factory, runs)
+    ev = evaluate_run(result.run_dir.path, ["evals=linear"])
+    m = {(r["eval"], r["metric"]): r["value"] for r in ev.metrics}
+    print(f"linear top-1: simclr {m[('linear', 'top1')]:.4f}  random init {m[('linear@init', 'top1')]:.4f}")
+    for e in ("linear", "linear@init"):
+        assert 0.2 < m[(e, "top1")] <= m[(e, "top5")] <= 1.0
+    assert m[("linear", "C")] in build_config([]).eval.linear_c_grid
+    assert ("linear", "top1") in {(r["eval"], r["metric"]) for r in result.run_dir.read_metrics()}

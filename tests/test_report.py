@@ -66,3 +66,23 @@ def test_report_and_plot_commands_write_files(tmp_path):
     assert r.returncode == 2 and "unknown report filter 'nosuch'" in r.stderr
     r = run("plot", "bogus", f"results_root={root}")
     assert r.returncode == 2 and "valid: bar" in r.stderr
+
+
+def test_every_plot_kind_from_a_real_tiny_run(tmp_path):
+    """knn_curve (eval.knn_every) and attention (a ViT checkpoint) come from an actual run, not fixtures."""
+    from tests.conftest import TINY
+
+    from ssl_bench.__main__ import main
+
+    root = tmp_path / "runs"
+    assert main(["run", "method=dino", "optim.epochs=2", "data.train_per_class=16", "eval.knn_every=1",
+                 "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=2",
+                 *TINY, f"results_root={root}"]) == 0
+    run_dir = next(root.iterdir())
+    fig = tmp_path / "fig"
+    for kind in ("bar", "knn_curve", "loss", "all"):
+        assert main(["plot", kind, f"results_root={root}", f"out={fig}"]) == 0
+    assert main(["plot", "attention", f"run={run_dir}", f"out={fig}"]) == 0
+    for name in ("bar_knn_top1", "knn_curve", "loss_curve", f"attention_{run_dir.name}"):
+        for ext in ("pdf", "png"):
+            assert (fig / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
