@@ -41,7 +41,9 @@ def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: 
                    for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
-    return wide[keys + [c for c in cols if c in wide.columns]]
+    value_cols = [c for c in cols if c in wide.columns]
+    wide[value_cols] = wide[value_cols].fillna("—")  # a row without that eval (not run), not a number
+    return wide[keys + value_cols]
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "") -> str:
