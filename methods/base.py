@@ -92,6 +92,19 @@ def multicrop_forward(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -
     return outs
 
 
+@torch.no_grad()
+def ring_enqueue(queue: Tensor, ptr: Tensor, items: Tensor) -> int:
+    """Write ``items`` (N, D) into the ring buffer ``queue`` (..., L, D) at ``ptr`` (last dim L slots),
+    keeping the newest when N > L; casts to the queue's dtype (bf16 under autocast). Returns how many
+    were written. Shared by the MoCo v2 key queue and the SwAV feature queue."""
+    size = queue.shape[-2]
+    n = min(items.shape[-2], size)
+    idx = (ptr + torch.arange(n, device=items.device)) % size
+    queue[..., idx, :] = items[..., -n:, :].to(queue.dtype)
+    ptr.copy_((ptr + n) % size)
+    return n
+
+
 def make_target(online: nn.Module, builder: Callable[[], nn.Module]) -> nn.Module:
     """A frozen copy of ``online`` built fresh and loaded from its state dict (deepcopy breaks on
     lightly's weight-normed heads)."""

@@ -14,7 +14,7 @@ from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
-from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import BackboneHead, Method, ring_enqueue, StepState, make_target, multicrop_forward
 from ssl_bench.registry import register_method
 
 
@@ -93,11 +93,7 @@ class MoCo(Method):
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
         keys = D.gather(F.normalize(keys, dim=1), with_grad=False)
-        size = self.queue.shape[0]
-        n = min(keys.shape[0], size)  # more keys than the queue holds: keep the newest
-        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
-        self.queue[idx] = keys[-n:].to(self.queue.dtype)  # bf16 keys under autocast
-        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+        ring_enqueue(self.queue, self.queue_ptr, keys)
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_g = self.view_spec().n_global

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.methods.base import Method, StepState, multicrop_forward
+from ssl_bench.methods.base import Method, ring_enqueue, StepState, multicrop_forward
 from ssl_bench.registry import register_method
 
 
@@ -84,13 +84,8 @@ class SwAV(Method):
 
     @torch.no_grad()
     def _enqueue(self, feats: list[Tensor]) -> None:
-        size = self.cfg.queue_size
-        n = min(feats[0].shape[0], size)
-        idx = (self.queue_ptr + torch.arange(n, device=feats[0].device)) % size
-        for i, f in enumerate(feats):
-            self.queue[i, idx] = f[-n:].to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + n) % size)
-        self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=size))
+        n = ring_enqueue(self.queue, self.queue_ptr, torch.stack(feats))
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=self.cfg.queue_size))
 
     def after_backward(self, state: StepState) -> None:
         if state.step < self.cfg.freeze_prototypes_epochs * state.steps_per_epoch:
