@@ -88,7 +88,7 @@ class Suite:
         self.method = build_method(cfg).to(dev)
         self.method.train()
         self.spe = len(images) // cfg.optim.batch_size
-        self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg, self.method), self.spe, dev)
+        self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg, self.method), self.spe, dev, (MEAN, STD))
         self.loader_epoch = -1
         self.batches = endless(self._next_loader)
         self.step = 0

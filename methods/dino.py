@@ -38,6 +38,7 @@ class DINOConfig:
     use_bn_in_head: bool = False
     norm_last_layer: bool = True
     momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0  # cosine end point; below 1 keeps a short run's teacher tracking the student
     centering: bool = True
     center_momentum: float = 0.9
     teacher_temp: float = 0.04
@@ -55,8 +56,9 @@ class DINOConfig:
                 raise ConfigError(f"bad value for 'method.{key}': {getattr(self, key)}; must be > 0")
         if not 0.0 <= self.center_momentum <= 1.0:
             raise ConfigError(f"bad value for 'method.center_momentum': {self.center_momentum}; valid: [0, 1]")
-        if not 0.0 <= self.momentum_teacher <= 1.0:
-            raise ConfigError(f"bad value for 'method.momentum_teacher': {self.momentum_teacher}; valid: [0, 1]")
+        for key in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"bad value for 'method.{key}': {getattr(self, key)}; valid: [0, 1]")
 
 
 def _head(cfg: DINOConfig, in_dim: int) -> DINOProjectionHead:
@@ -117,7 +119,7 @@ class DINO(Method):
 
     def schedules(self) -> dict[str, S.Schedule]:
         return {
-            "momentum": S.cosine(self.cfg.momentum_teacher, 1.0),
+            "momentum": S.cosine(self.cfg.momentum_teacher, self.cfg.momentum_teacher_end),
             "teacher_temp": S.linear_warmup(
                 self.cfg.warmup_teacher_temp, self.cfg.teacher_temp, self.cfg.warmup_teacher_temp_epochs
             ),

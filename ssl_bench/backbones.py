@@ -61,6 +61,7 @@ class ResNetConfig(BackboneConfig):
     img_size: int = 32
     cifar_stem: bool = True
     zero_init_residual: bool = True
+    channels_last: bool = True  # NHWC weights and inputs (oneDNN / cuDNN fast path); same numbers
 
 
 class TimmViT(Backbone):
@@ -114,12 +115,14 @@ class TimmResNet(Backbone):
             self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.model.maxpool = nn.Identity()
         self.embed_dim = self.model.num_features
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return self.model(x.contiguous(memory_format=self.memory_format))
 
     def patch_features(self, x: Tensor) -> Tensor:
-        return self.model.forward_features(x).permute(0, 2, 3, 1)
+        return self.model.forward_features(x.contiguous(memory_format=self.memory_format)).permute(0, 2, 3, 1)
 
 
 def _vit(arch: str):

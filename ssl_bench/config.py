@@ -54,6 +54,9 @@ class DataConfig:
     # the first train_per_class (PROTOCOL.md: tune on train images outside the pre-training subset)
     val_per_class: int = 0
     num_workers: int = 0  # measured: on 2 cores a worker process slows training (see README)
+    # true: the loader ships uint8 crops (4x fewer bytes through worker queues and to the GPU) and the
+    # engine converts and normalises them on the device
+    normalize_on_device: bool = False
 
 
 @dataclass
@@ -136,6 +139,7 @@ class RunConfig:
     resume: str = choice("never", ["never", "auto"])
     checkpoint_every_steps: int = 0  # >0: also checkpoint every N steps (resume mid-epoch)
     deterministic: bool = False
+    compile: bool = False  # torch.compile every backbone (in place; checkpoints keep their keys)
     progress: bool = True
     launcher: str = choice("local", ["local", "slurm"])
     nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)

@@ -29,7 +29,8 @@ def _blur(size: int, p: float, enabled: bool) -> T.Transform:
 
 
 class MultiCropTransform:
-    """Map one PIL image to ``n_global + n_local`` normalised float tensors (globals first)."""
+    """Map one PIL image to ``n_global + n_local`` normalised float tensors (globals first), or uint8
+    tensors with ``normalize=False``."""
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class MultiCropTransform:
         std: Sequence[float] = (0.229, 0.224, 0.225),
         blur: bool = True,
         solarize: bool = True,
+        normalize: bool = True,
     ) -> None:
         if spec.n_global < 1 or spec.n_local < 0:
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
@@ -51,7 +53,8 @@ class MultiCropTransform:
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
         ]
-        finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+        # normalize=False: uint8 crops; the engine converts and normalises them on the device
+        finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)] if normalize else [T.ToImage()]
         bicubic = T.InterpolationMode.BICUBIC
 
         def rrc(size: int, scale: Sequence[float]) -> T.Transform:

@@ -96,10 +96,34 @@ def ema_update(pairs: list[tuple[list[torch.Tensor], list[torch.Tensor]]], momen
         torch._foreach_add_(target, online, alpha=1.0 - momentum)
 
 
-def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device):
+def compile_backbones(method: nn.Module) -> int:
+    """``torch.compile`` every backbone of ``method`` in place (``Module.compile``: parameters and
+    state-dict keys unchanged, so checkpoints load either way). Returns how many were compiled."""
+    from ssl_bench.backbones import Backbone
+
+    found = [m for m in method.modules() if isinstance(m, Backbone)]
+    for m in found:
+        m.compile()
+    return len(found)
+
+
+def device_normalizer(mean, std, dev: torch.device):
+    """uint8 (B, C, H, W) crops -> normalised float on ``dev`` (``data.normalize_on_device``)."""
+    m = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255.0
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        return (v.float() - m) / s
+
+    return f
+
+
+def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device,
+                    mean_std: tuple | None = None):
     """The engine's one optimisation step as a function of (views, step, epoch): schedules, forward
     under autocast, backward, method hooks, gradient all-reduce, clipping, AdamW, EMA. ``_train`` and
-    ``benchmarks/throughput.py`` both call it, so the benchmark times exactly the engine's step."""
+    ``benchmarks/throughput.py`` both call it, so the benchmark times exactly the engine's step.
+    uint8 views (``data.normalize_on_device``) are normalised on ``dev`` with ``mean_std``."""
     total = spe * cfg.optim.epochs
     lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
     lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
@@ -108,9 +132,16 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
     params = [p for p in method.parameters() if p.requires_grad]
     pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]
     bf16 = cfg.precision == "bf16"
+    norm = device_normalizer(*mean_std, dev) if mean_std is not None else None
+    if cfg.compile:
+        compile_backbones(method)
 
     def train_step(views, step: int, epoch: int):
         views = [v.to(dev, non_blocking=True) for v in views]
+        if views[0].dtype == torch.uint8:
+            if norm is None:
+                raise ValueError("uint8 crops need make_train_step(..., mean_std=(mean, std))")
+            views = [norm(v) for v in views]
         values = {name: f(step, spe, total) for name, f in scheds.items()}
         state = StepState(step, epoch, spe, total, values)
         cur_lr, cur_wd = lr_s(step, spe, total), wd_s(step, spe, total)
@@ -168,6 +199,7 @@ class Trainer:
         transform = MultiCropTransform(
             ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
             cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur, cfg.data.solarize,
+            normalize=not cfg.data.normalize_on_device,
         )
         return train_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch, D.rank(), D.world_size(),
                             start_batch, cfg.data.num_workers, self.device.type == "cuda")
@@ -206,7 +238,7 @@ class Trainer:
             log.info("resumed %s at epoch %d, step %d", run.path, start_epoch + 1, step)
         if D.is_main():
             run.write_config(to_yaml(cfg))
-        train_step = make_train_step(cfg, method, opt, spe, dev)
+        train_step = make_train_step(cfg, method, opt, spe, dev, (splits.mean, splits.std))
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
