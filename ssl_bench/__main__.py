@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from ssl_bench.errors import UserError
 
@@ -123,7 +125,26 @@ def cmd_status(args: list[str]) -> int:
 COMMANDS = {"sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
+class Terminated(BaseException):
+    """SIGTERM turned into an exception, so a run started here cleans up like on Ctrl-C: a run folder
+    with no checkpoint yet is removed (``Trainer.run``), one with a checkpoint stays for resume=auto."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssl_bench", usage=USAGE, add_help=True)
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -138,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
 
 
 def _one_line(err: Exception) -> str:

@@ -140,3 +140,26 @@ def test_mid_epoch_resume_with_loader_worker_equals_uninterrupted(tiny, tmp_path
     la = [json.loads(l) for l in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
     lb = [json.loads(l) for l in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-6)
+
+
+def test_cli_sigterm_before_first_checkpoint_leaves_no_run_folder(tmp_path):
+    """A run killed with SIGTERM (scheduler, `kill`) before its first checkpoint exits 143 and removes its
+    folder, like Ctrl-C; nothing half-written stays under results/."""
+    import signal
+    import time
+
+    runs = tmp_path / "results" / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "ssl_bench", "run", "method=simclr", "dataset=digits",
+                          "optim.batch_size=2", "backbone.img_size=16", "backbone.depth=1",
+                          "data.num_workers=0", "progress=false", "eval.baseline=false"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/config.yaml")):
+        time.sleep(0.05)
+    assert list(runs.glob("*/config.yaml")), "the run never started"
+    assert not list(runs.glob("*/checkpoint.pt")), "the run checkpointed before the signal; make its epoch longer"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not any(runs.iterdir())
