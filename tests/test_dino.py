@@ -79,6 +79,16 @@ def test_teacher_warmup_schedule_is_linear_per_step():
     assert f(0, 10, 100) == 0.02 and abs(f(10, 10, 100) - 0.04) < 1e-9 and f(20, 10, 100) == 0.06
 
 
+def test_teacher_momentum_cosine_end_point():
+    """Paper default: 0.996 -> 1 at the last step; momentum_teacher_end stops the anneal (short presets)."""
+    _, m = _dino("method.momentum_teacher=0.996")
+    f = m.schedules()["momentum"]
+    assert f(0, 10, 100) == 0.996 and f(99, 10, 100) == 1.0 and 0.996 < f(50, 10, 100) < 1.0
+    _, m = _dino("method.momentum_teacher=0.99", "method.momentum_teacher_end=0.99")
+    assert {m.schedules()["momentum"](s, 10, 100) for s in (0, 50, 99)} == {0.99}
+    assert build_config(["method=dino", "preset=cifar10-cpu"]).method.momentum_teacher_end == 0.99
+
+
 def test_teacher_gets_no_gradient_and_moves_only_by_ema():
     cfg, m = _dino()
     opt = make_optimizer(cfg, m)
