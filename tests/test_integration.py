@@ -50,8 +50,15 @@ def _train(name, tmp_path_factory, runs):
     return runs[name]
 
 
+# BYOL's and SwAV's runs serve only their own expected failure, so they are not run here (about 4 min
+# of a suite that must stay under 20); DINO's run is shared with the collapse and segmentation tests.
+# To see where they stand: python -m pytest tests/test_integration.py --runxfail -k "byol or swav"
+NOT_RUN = {"byol", "swav"}
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=f"{n} does not beat random init within the CI budget yet", strict=False))
+    pytest.param(n, marks=pytest.mark.xfail(reason=f"{n} does not beat random init within the CI budget yet",
+                                            strict=False, run=n not in NOT_RUN))
     if n in BELOW_INIT else n for n in METHOD_OVERRIDES])
 def test_beats_random_init_on_cifar10_knn(name, tmp_path_factory, runs):
     result = _train(name, tmp_path_factory, runs)
