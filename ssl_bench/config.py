@@ -57,6 +57,9 @@ class DataConfig:
     # true: the loader ships uint8 crops (4x fewer bytes through worker queues and to the GPU) and the
     # engine converts and normalises them on the device
     normalize_on_device: bool = False
+    # device: the loader ships one uint8 image per sample and the engine draws all crops of the batch at
+    # once on the training device (kornia; ssl_bench/data/device_aug.py) instead of per image in PIL
+    augment: str = choice("loader", ["loader", "device"])
 
 
 @dataclass

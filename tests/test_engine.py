@@ -34,12 +34,14 @@ def _final_state(run_dir):
     return ckpt["method"], ckpt["optimizer"]["state"]
 
 
-def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("augment", ["loader", "device"])
+def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch, augment):
     """Killed right after the epoch-1 checkpoint, resumed with resume=auto: the same weights, loss
-    center, optimiser state and metrics as one uninterrupted run."""
+    center, optimiser state and metrics as one uninterrupted run (crops drawn per image in the loader,
+    or per batch on the device)."""
     import ssl_bench.engine.train as T
 
-    common = tiny + DINO_TINY + ["optim.epochs=2", "eval.baseline=false"]
+    common = tiny + DINO_TINY + ["optim.epochs=2", "eval.baseline=false", f"data.augment={augment}"]
     full = train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
 
     real_save = T.save_checkpoint

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
-from ssl_bench.data.loader import train_loader
+from ssl_bench.data.loader import _mix, train_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
@@ -118,12 +118,24 @@ def device_normalizer(mean, std, dev: torch.device):
     return f
 
 
+def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
+    """The batched on-device multi-crop of ``data.augment=device`` (same policy as the loader's)."""
+    from ssl_bench.data.device_aug import DeviceMultiCrop
+
+    if mean_std is None:
+        raise ValueError("data.augment=device needs make_train_step(..., mean_std=(mean, std))")
+    d = cfg.data
+    return DeviceMultiCrop(ViewSpec(d.n_global, d.n_local), d.global_size, d.local_size, d.global_scale,
+                           d.local_scale, *mean_std, d.blur, d.solarize).to(dev)
+
+
 def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device,
                     mean_std: tuple | None = None):
     """The engine's one optimisation step as a function of (views, step, epoch): schedules, forward
     under autocast, backward, method hooks, gradient all-reduce, clipping, AdamW, EMA. ``_train`` and
     ``benchmarks/throughput.py`` both call it, so the benchmark times exactly the engine's step.
-    uint8 views (``data.normalize_on_device``) are normalised on ``dev`` with ``mean_std``."""
+    uint8 views (``data.normalize_on_device``) are normalised on ``dev`` with ``mean_std``; with
+    ``data.augment=device`` the views arrive as one uint8 image batch and every crop is drawn here."""
     total = spe * cfg.optim.epochs
     lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
     lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
@@ -135,8 +147,14 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
     norm = device_normalizer(*mean_std, dev) if mean_std is not None else None
     if cfg.compile:
         compile_backbones(method)
+    aug = device_augmenter(cfg, mean_std, dev) if cfg.data.augment == "device" else None
+    rank = D.rank()
 
     def train_step(views, step: int, epoch: int):
+        if isinstance(views, torch.Tensor):  # data.augment=device: one uint8 image batch
+            if aug is None:
+                raise ValueError("an image batch (not a list of crops) needs data.augment=device and mean_std")
+            views = aug(views.to(dev, non_blocking=True), _mix(cfg.seed, step, rank, 11))
         views = [v.to(dev, non_blocking=True) for v in views]
         if views[0].dtype == torch.uint8:
             if norm is None:
@@ -196,11 +214,16 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------------
     def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0):
         cfg = self.cfg
-        transform = MultiCropTransform(
-            ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
-            cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur, cfg.data.solarize,
-            normalize=not cfg.data.normalize_on_device,
-        )
+        if cfg.data.augment == "device":
+            from ssl_bench.data.device_aug import base_transform
+
+            transform = base_transform(cfg.data.global_size)
+        else:
+            transform = MultiCropTransform(
+                ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
+                cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur,
+                cfg.data.solarize, normalize=not cfg.data.normalize_on_device,
+            )
         return train_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch, D.rank(), D.world_size(),
                             start_batch, cfg.data.num_workers, self.device.type == "cuda")
 

@@ -1,0 +1,82 @@
+"""Multi-crop augmentation run batched on the device (``data.augment=device``), with kornia.
+
+The loader then ships one uint8 image per sample (no per-image PIL work in Python, the CPU loader's
+cost); the engine draws every crop of the whole batch at once, on the training device. Same policy
+as :class:`ssl_bench.data.multicrop.MultiCropTransform` (random resized crop, flip, colour jitter with
+torchvision's formulas, greyscale, blur and solarisation with the paper's per-view probabilities),
+with three documented differences: crops are resampled bicubic without antialiasing, the order of
+the four jitter operations is drawn once per batch instead of per image, and images are first brought
+to one size (``data.global_size``, shorter side + centre crop) so they batch.
+
+Randomness comes from a CPU generator state seeded by (seed, step, rank) for each batch, so a
+resumed run draws the very crops the uninterrupted run drew, and each rank draws its own.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.transforms import v2 as T
+
+from ssl_bench.data.multicrop import ViewSpec
+
+
+def base_transform(size: int) -> T.Compose:
+    """The loader's side of ``data.augment=device``: one uint8 (3, size, size) tensor per image."""
+    return T.Compose([T.ToImage(), T.RGB(), T.Resize(size, antialias=True), T.CenterCrop(size)])
+
+
+class DeviceMultiCrop(nn.Module):
+    """uint8 (B, 3, H, W) batch -> ``n_global + n_local`` normalised float crop batches (globals first)."""
+
+    def __init__(
+        self,
+        spec: ViewSpec,
+        global_size: int,
+        local_size: int,
+        global_scale: Sequence[float] = (0.25, 1.0),
+        local_scale: Sequence[float] = (0.05, 0.25),
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        blur: bool = True,
+        solarize: bool = True,
+    ) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        if spec.n_global < 1 or spec.n_local < 0:
+            raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
+        self.spec = spec
+
+        def pipeline(size: int, scale: Sequence[float], blur_p: float, solarize_p: float) -> nn.Sequential:
+            ops = [
+                K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic"),
+                K.RandomHorizontalFlip(),
+                K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
+                K.RandomGrayscale(p=0.2),
+            ]
+            if blur and blur_p > 0:
+                kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # as MultiCropTransform
+                ops.append(K.RandomGaussianBlur((kernel, kernel), sigma=(0.1, 2.0), p=blur_p))
+            if solarize and solarize_p > 0:
+                # threshold 0.5 (torchvision: 128/255), no brightness addition
+                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+            return nn.Sequential(*ops)
+
+        self.global1 = pipeline(global_size, global_scale, 1.0, 0.0)
+        self.global2 = pipeline(global_size, global_scale, 0.1, 0.2)
+        self.local = pipeline(local_size, local_scale, 0.5, 0.0)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, seed: int) -> list[Tensor]:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"DeviceMultiCrop wants a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
+        x = images.float().div_(255.0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            crops = [(self.global1 if i % 2 == 0 else self.global2)(x) for i in range(self.spec.n_global)]
+            crops += [self.local(x) for _ in range(self.spec.n_local)]
+        return [((c.clamp_(0.0, 1.0) - self.mean) / self.std).contiguous() for c in crops]
