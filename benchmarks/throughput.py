@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [method=dino,simclr,byol,moco,swav] [key=value ...]
         [--rounds 5] [--steps 4] [--warmup 2] [--images 1024] [--workers 0,1,2] [--no-loader]
+        [--out throughput.csv]
 
 Both sides get the same backbone (the suite's ``build_backbone`` with the same config), the same crops,
 batch, threads and precision, and the same in-memory images (CIFAR-10's protocol subset when
@@ -18,7 +19,7 @@ achieved FLOP/s, the fraction of the fp32 (and bf16) matmul peak measured in the
 peak RSS of a process that ran that method alone (each method runs in its own subprocess). The data
 loader alone (multi-crop images/s per worker count) goes to a second table.
 
-Writes ``results/benchmarks/throughput.csv`` and ``results/benchmarks/loader.csv`` (temp file + rename)
+Writes ``results/benchmarks/throughput.csv`` (or ``--out``; the overrides in its ``config`` column) and ``results/benchmarks/loader.csv`` (temp file + rename)
 and ends with one line per method: ``METHOD suite/peer = R.RRx``.
 """
 from __future__ import annotations
@@ -336,9 +337,15 @@ def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int =
 def write_csv(path: Path, rows: list[dict]) -> None:
     from ssl_bench.atomic import write_text
 
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
     cols = list(rows[0])
-    lines = [",".join(cols)] + [",".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
+    w.writerow(cols)
+    w.writerows([f"{r[c]:.4g}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows)
+    write_text(path, buf.getvalue())
 
 
 def main() -> None:
@@ -350,6 +357,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--workers", default="0,1,2")
     p.add_argument("--no-loader", action="store_true")
+    p.add_argument("--out", default="throughput.csv", help="file name under results/benchmarks/")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     over = [o for o in a.overrides if not o.startswith("method=")]
@@ -377,7 +385,9 @@ def main() -> None:
         print(f"{m}: suite {r['suite_img_s']:.1f} img/s, peer {r['peer_img_s']:.1f} img/s, {r['gflops_per_img']:.2f} GFLOP/img, "
               f"{r['peak_fraction']:.0%} of matmul peak, peak memory {r['peak_mem_mib']:.0f} MiB", flush=True)
     out = ROOT / "results" / "benchmarks"
-    write_csv(out / "throughput.csv", rows)
+    for r in rows:
+        r["config"] = " ".join(over)
+    write_csv(out / a.out, rows)
     if not a.no_loader:
         lrows = loader_speed(DEFAULTS + ["method=dino", "data.n_local=6", *over], [int(w) for w in a.workers.split(",")],
                              load_images(a.images))

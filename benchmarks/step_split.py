@@ -1,0 +1,116 @@
+"""Where the suite/peer throughput gap comes from: the optimisation step alone on one fixed batch, and
+the data loader alone, each side by side.
+
+    python benchmarks/step_split.py [method=dino] [key=value ...] [--rounds 6] [--steps 1] [--images 512]
+
+Compute: the same prefetched batch of crops goes through (a) the suite's engine step (crops of one
+resolution forwarded as one batch), (b) the same step with one forward per crop, (c) the lightly peer
+loop's step. Each round runs the three in a rotated order (abc, bca, cab, ...) so neither drift nor
+position favours one; medians per variant and the median per-round ratio to the peer are reported.
+Loader: images/s of each side's loader alone (same images, ``data.num_workers``), same rotation.
+Settings as ``benchmarks/throughput.py`` (ViT-tiny/4 12 blocks, 32 px, batch 128, fp32).
+
+Writes ``results/benchmarks/step_split.csv`` (one set of rows per method and config, temp file + rename).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import DEFAULTS, LOCAL, Peer, Suite, load_images, sync, write_csv  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--out", default=str(OUT))
+    a = ap.parse_args()
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.train import resolve
+
+    method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
+    over = DEFAULTS + [f"method={method}"] + ([f"data.n_local={LOCAL[method]}"] if method in LOCAL else [])
+    over += [o for o in a.overrides if not o.startswith("method=")]
+    cfg = resolve(build_config(over))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    images = load_images(a.images)
+    suite, peer = Suite(cfg, images), Peer(cfg, images)
+    mod = importlib.import_module(f"ssl_bench.methods.{method}")
+    grouped = mod.multicrop_forward
+    views, _ = next(peer.batches)  # one fixed batch (float crops) for all three
+    bs = cfg.optim.batch_size
+
+    def suite_step():
+        suite.step_fn(views, 5, 0)
+
+    def suite_per_crop():
+        mod.multicrop_forward = lambda fn, vs: [fn(v) for v in vs]
+        try:
+            suite.step_fn(views, 5, 0)
+        finally:
+            mod.multicrop_forward = grouped
+
+    def peer_step():
+        with torch.autocast(peer.dev.type, dtype=torch.bfloat16, enabled=peer.bf16):
+            loss = peer._forward(list(views))
+        loss.backward()
+        if peer.name == "dino":
+            peer.student[1].cancel_last_layer_gradients(current_epoch=0)
+        peer.opt.step()
+        peer.opt.zero_grad()
+
+    def suite_loader():
+        next(suite.batches)
+
+    def peer_loader():
+        next(peer.batches)
+
+    groups = {"compute": [("suite", suite_step), ("suite_per_crop", suite_per_crop), ("peer", peer_step)],
+              "loader": [("suite", suite_loader), ("peer", peer_loader)]}
+    rows = []
+    for part, fs in groups.items():
+        for _, f in fs:
+            f()  # warm-up
+        rates: dict[str, list[float]] = {n: [] for n, _ in fs}
+        for r in range(a.rounds):
+            order = fs[r % len(fs):] + fs[:r % len(fs)]
+            for name, f in order:
+                sync()
+                t = time.perf_counter()
+                for _ in range(a.steps):
+                    f()
+                sync()
+                rates[name].append(a.steps * bs / (time.perf_counter() - t))
+            print(f"{part} round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.1f}" for n, _ in fs), flush=True)
+        for name, _ in fs:
+            ratio = statistics.median(x / y for x, y in zip(rates[name], rates["peer"]))
+            rows.append({"method": method, "part": part, "variant": name, "images_per_s": statistics.median(rates[name]),
+                         "min": min(rates[name]), "max": max(rates[name]), "ratio_to_peer": ratio,
+                         "rounds": a.rounds, "steps": a.steps, "config": " ".join(a.overrides)})
+            print(f"{method} {part} {name}: {rows[-1]['images_per_s']:.1f} img/s (median of {a.rounds}), "
+                  f"/peer = {ratio:.2f}x", flush=True)
+    out = Path(a.out)
+    if out.exists():  # keep other methods' / configs' rows, replace this one's
+        import csv
+
+        old = [r for r in csv.DictReader(out.open()) if (r["method"], r["config"]) != (method, " ".join(a.overrides))]
+        rows = [{k: (float(v) if k in ("images_per_s", "min", "max", "ratio_to_peer") else v) for k, v in r.items()}
+                for r in old] + rows
+    write_csv(out, rows)
+
+
+if __name__ == "__main__":
+    main()
