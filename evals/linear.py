@@ -11,10 +11,12 @@ encoder, as in DINO's paper-grade evaluation.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -27,12 +29,27 @@ from ssl_bench.evals.features import EvalContext, split_features
 from ssl_bench.registry import register_eval
 
 log = logging.getLogger(__name__)
+MAX_ITER = 1000
 
 
 def _topk(scores: np.ndarray, y: np.ndarray, k: int) -> float:
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1)[:, :k]
     return float((top == y[:, None]).any(axis=1).mean())
+
+
+def _fit(c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    """L-BFGS, ``MAX_ITER`` iterations; not converging there (weakly regularised C on many features) is
+    logged once per fit instead of scikit-learn's multi-line warning on the console."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y)
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            log.info("linear probe: L-BFGS stopped at %d iterations before converging (C=%g)", MAX_ITER, c)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return clf
 
 
 def fit_linear_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
@@ -44,10 +61,10 @@ def fit_linear_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.
     a, b, ya, yb = train_test_split(xtr, ytr, test_size=0.1, random_state=seed, stratify=strat)
     best_c, best = c_grid[0], -1.0
     for c in c_grid:
-        acc = LogisticRegression(C=c, max_iter=1000).fit(a, ya).score(b, yb)
+        acc = _fit(c, a, ya).score(b, yb)
         if acc > best:
             best_c, best = c, acc
-    clf = LogisticRegression(C=best_c, max_iter=1000).fit(xtr, ytr)
+    clf = _fit(best_c, xtr, ytr)
     scores = clf.predict_proba(xte)
     classes = clf.classes_
     y_idx = np.searchsorted(classes, yte)

@@ -53,3 +53,21 @@ def test_attention_equal_to_mask_gives_jaccard_one():
     keep_all = (attn > 0).reshape(4, 4)
     assert jaccard(_upsample(keep_all, 8), mask) == 1.0
     assert jaccard(_upsample(~keep_all, 8), mask) == 0.0
+
+
+def test_linear_probe_non_convergence_is_one_log_line_not_a_console_warning(caplog, monkeypatch):
+    """scikit-learn's multi-line ConvergenceWarning (here forced by 3 iterations) becomes one log line."""
+    import logging
+    import warnings
+
+    import ssl_bench.evals.linear as L
+
+    monkeypatch.setattr(L, "MAX_ITER", 3)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 300)), rng.integers(0, 10, 400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning escaping the probe fails the test
+        with caplog.at_level(logging.INFO, logger="ssl_bench.evals.linear"):
+            res = fit_linear_probe(x, y, x[:50], y[:50], [1e6])
+    assert 0.0 <= res["top1"] <= 1.0
+    assert any("before converging" in r.message for r in caplog.records)
