@@ -2,9 +2,18 @@
 backbone at random initialisation (same seed) on test k-NN top-1; DINO's run is also evaluated on
 Weizmann Horse segmentation. Skipped with a reason when the data is absent.
 
-Budget (all methods alike): 2,000 pre-training images (first 200 sorted files per class), ViT-tiny/4
-depth 2 at 32 px, 2 global crops (+2 local 16 px crops for DINO and SwAV), batch 64, 3 epochs, seed 0;
-k-NN bank = those 2,000 images, queries = the first 100 test images per class (1,000).
+Budget (every method alike unless noted): 2,000 pre-training images (first 200 sorted files per class), ViT-tiny/4
+depth 2 at 32 px, 2 global crops (+2 local 16 px crops for SwAV), batch 64, 3 epochs, seed 0; k-NN
+bank = those 2,000 images, queries = the first 100 test images per class (1,000).
+
+DINO runs here without local crops and for 6 epochs (186 steps), about the compute of 3 epochs with 2
+local crops (~215 s vs ~206 s): 16 px local crops of 32 px images (regions of 7-16 px) kept its teacher
+at random init at this budget. Measured on the validation split (3,000 queries, init 0.2660): 3 epochs
+with 2 local crops 0.2627-0.2663 (with and without last-layer freezing); without local crops 0.2757 at
+3 epochs but 0.2610 with another augmentation draw (data.augment=device), and 0.2747 / 0.2753 at 6
+epochs with both draws. On the test queries below: 0.3080 vs init 0.2960. A small margin (about one
+point), reproducible across draws; the protocol run (10,000 images, 234 steps, depth 6) shows +3.1.
+Multi-crop DINO is covered by the unit tests and by the protocol run (4 local crops).
 """
 import pytest
 
@@ -20,22 +29,21 @@ BUDGET = [
     "seed=0", "eval.knn_k=[20]",
 ]
 METHOD_OVERRIDES = {
-    "dino": ["method=dino", "data.n_local=2"],
+    "dino": ["method=dino", "data.n_local=0", "optim.epochs=6"],
     "simclr": ["method=simclr"],
     "byol": ["method=byol"],
     "moco": ["method=moco"],
     "moco_v3": ["method=moco", "method.version=3"],
     "swav": ["method=swav", "data.n_local=2"],
 }
-# Margins measured on this protocol (see the closing notes / README); asserted with some slack.
-# Measured on this budget (seed 0, random init 0.2960): simclr 0.3050, moco v2 0.3070, moco v3 0.3130.
+# Margins measured on this budget (seed 0, random init 0.2960): simclr 0.3050, moco v2 0.3070, moco v3
+# 0.3130, dino 0.3080 (teacher); asserted with some slack.
 MARGIN = {"simclr": 0.005, "moco": 0.005, "moco_v3": 0.005, "dino": 0.005, "byol": 0.005, "swav": 0.005}
-# Known gaps, kept visible rather than hidden: at this budget (93 steps) these three do not beat random
-# init yet (measured: dino 0.2900, byol 0.2840, swav 0.2580). For DINO we measured on the validation
-# split that neither the teacher nor its student beats init within 93-124 steps of a 2- or 6-block ViT
-# (patch 4 or 8); at the protocol quick check (234 steps of batch 128 on 10,000 images, depth 6) the
-# teacher of the cifar10-cpu preset does, by 2.5 points, but that run takes ~37 min here (README).
-BELOW_INIT = {"dino", "byol", "swav"}
+# Known gaps, kept visible rather than hidden: at this budget (93 steps) these two do not beat random
+# init yet (measured: byol 0.2840, swav 0.2580; on the validation split also not with batch 32 over 5
+# epochs, nor SwAV without local crops or with a shorter prototype freeze). Both beat init on the
+# protocol quick check (README: BYOL +1.9, SwAV +1.4 points), which takes ~25 min per method here.
+BELOW_INIT = {"byol", "swav"}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +102,9 @@ def test_dino_segmentation_on_weizmann_horse(tmp_path_factory, runs):
     for key in ("jaccard_best_head", "jaccard_mean_heads", "patch_probe_miou"):
         assert 0.0 <= m[("seg", key)] <= 1.0 and 0.0 <= m[("seg@init", key)] <= 1.0
         print(f"seg {key}: dino {m[('seg', key)]:.4f}  random init {m[('seg@init', key)]:.4f}")
+    # measured on this run: best-head attention Jaccard 0.2562 vs 0.1631 at init (the protocol run's
+    # teacher, trained longer with local crops, attends to the background instead: README)
+    assert m[("seg", "jaccard_best_head")] > m[("seg@init", "jaccard_best_head")] + 0.05
     # evaluated rows are merged into the run's metrics.json next to the k-NN rows
     stored = {(r["eval"], r["metric"]) for r in result.run_dir.read_metrics()}
     assert ("knn", "top1") in stored and ("seg", "patch_probe_miou") in stored
