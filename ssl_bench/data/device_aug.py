@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.multicrop import BLUR_SIGMA, GLOBAL1, GLOBAL2, GREY_P, JITTER, JITTER_P, LOCAL, ViewSpec, blur_kernel
 
 
 def _rgb(img):
@@ -57,24 +57,25 @@ class DeviceMultiCrop(nn.Module):
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
         self.spec = spec
 
-        def pipeline(size: int, scale: Sequence[float], blur_p: float, solarize_p: float) -> nn.Sequential:
+        def pipeline(size: int, scale: Sequence[float], policy: tuple[float, float]) -> nn.Sequential:
+            blur_p, solarize_p = policy
             ops = [
                 K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic"),
                 K.RandomHorizontalFlip(),
-                K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
-                K.RandomGrayscale(p=0.2),
+                K.ColorJitter(*JITTER, p=JITTER_P),
+                K.RandomGrayscale(p=GREY_P),
             ]
             if blur and blur_p > 0:
-                kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # as MultiCropTransform
-                ops.append(K.RandomGaussianBlur((kernel, kernel), sigma=(0.1, 2.0), p=blur_p))
+                k = blur_kernel(size)
+                ops.append(K.RandomGaussianBlur((k, k), sigma=BLUR_SIGMA, p=blur_p))
             if solarize and solarize_p > 0:
                 # threshold 0.5 (torchvision: 128/255), no brightness addition
                 ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
             return nn.Sequential(*ops)
 
-        self.global1 = pipeline(global_size, global_scale, 1.0, 0.0)
-        self.global2 = pipeline(global_size, global_scale, 0.1, 0.2)
-        self.local = pipeline(local_size, local_scale, 0.5, 0.0)
+        self.global1 = pipeline(global_size, global_scale, GLOBAL1)
+        self.global2 = pipeline(global_size, global_scale, GLOBAL2)
+        self.local = pipeline(local_size, local_scale, LOCAL)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 

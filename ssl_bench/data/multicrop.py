@@ -21,11 +21,29 @@ class ViewSpec:
     n_local: int = 0
 
 
+# The per-view policy, shared with the on-device path (device_aug.py): colour jitter (brightness,
+# contrast, saturation, hue) and its probability, greyscale probability, blur sigma range, and
+# (blur, solarisation) probabilities of global crop 1, global crop 2 and the local crops.
+JITTER, JITTER_P, GREY_P, BLUR_SIGMA = (0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (0.1, 2.0)
+GLOBAL1, GLOBAL2, LOCAL = (1.0, 0.0), (0.1, 0.2), (0.5, 0.0)
+
+
+def blur_kernel(size: int) -> int:
+    """~10% of the crop, odd (BYOL: 23 px at 224)."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def crop_kwargs(d, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """The crop arguments of a ``DataConfig`` (both ``MultiCropTransform`` and ``DeviceMultiCrop``)."""
+    return dict(spec=ViewSpec(d.n_global, d.n_local), global_size=d.global_size, local_size=d.local_size,
+                global_scale=d.global_scale, local_scale=d.local_scale, mean=mean, std=std, blur=d.blur,
+                solarize=d.solarize)
+
+
 def _blur(size: int, p: float, enabled: bool) -> T.Transform:
     if not enabled or p <= 0:
         return T.Identity()
-    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # ~10% of the crop, odd (BYOL: 23 px at 224)
-    return T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=p)
+    return T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=BLUR_SIGMA)], p=p)
 
 
 class MultiCropTransform:
@@ -50,8 +68,8 @@ class MultiCropTransform:
         self.spec = spec
         flip_jitter = [
             T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.ColorJitter(*JITTER)], p=JITTER_P),
+            T.RandomGrayscale(p=GREY_P),
         ]
         # normalize=False: uint8 crops; the engine converts and normalises them on the device
         finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)] if normalize else [T.ToImage()]
@@ -60,12 +78,13 @@ class MultiCropTransform:
         def rrc(size: int, scale: Sequence[float]) -> T.Transform:
             return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
 
-        self.global1 = T.Compose([rrc(global_size, global_scale), *flip_jitter, _blur(global_size, 1.0, blur), *finish])
-        sol = [T.RandomSolarize(threshold=128, p=0.2)] if solarize else []
-        self.global2 = T.Compose(
-            [rrc(global_size, global_scale), *flip_jitter, _blur(global_size, 0.1, blur), *sol, *finish]
-        )
-        self.local = T.Compose([rrc(local_size, local_scale), *flip_jitter, _blur(local_size, 0.5, blur), *finish])
+        def view(size: int, scale: Sequence[float], policy: tuple[float, float]) -> T.Compose:
+            sol = [T.RandomSolarize(threshold=128, p=policy[1])] if solarize and policy[1] > 0 else []
+            return T.Compose([rrc(size, scale), *flip_jitter, _blur(size, policy[0], blur), *sol, *finish])
+
+        self.global1 = view(global_size, global_scale, GLOBAL1)
+        self.global2 = view(global_size, global_scale, GLOBAL2)
+        self.local = view(local_size, local_scale, LOCAL)
 
     def __call__(self, img) -> list[torch.Tensor]:
         crops = [(self.global1 if i % 2 == 0 else self.global2)(img) for i in range(self.spec.n_global)]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
 from ssl_bench.data.loader import _mix, train_loader
-from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -124,9 +124,7 @@ def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
 
     if mean_std is None:
         raise ValueError("data.augment=device needs make_train_step(..., mean_std=(mean, std))")
-    d = cfg.data
-    return DeviceMultiCrop(ViewSpec(d.n_global, d.n_local), d.global_size, d.local_size, d.global_scale,
-                           d.local_scale, *mean_std, d.blur, d.solarize).to(dev)
+    return DeviceMultiCrop(**crop_kwargs(cfg.data, *mean_std)).to(dev)
 
 
 def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device,
@@ -219,11 +217,8 @@ class Trainer:
 
             transform = base_transform(cfg.data.global_size)
         else:
-            transform = MultiCropTransform(
-                ViewSpec(cfg.data.n_global, cfg.data.n_local), cfg.data.global_size, cfg.data.local_size,
-                cfg.data.global_scale, cfg.data.local_scale, splits.mean, splits.std, cfg.data.blur,
-                cfg.data.solarize, normalize=not cfg.data.normalize_on_device,
-            )
+            transform = MultiCropTransform(**crop_kwargs(cfg.data, splits.mean, splits.std),
+                                           normalize=not cfg.data.normalize_on_device)
         return train_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch, D.rank(), D.world_size(),
                             start_batch, cfg.data.num_workers, self.device.type == "cuda")
 
