@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DEFAULTS, LOCAL, ROOT, Suite, load_images, timed, write_csv  # noqa: E402
+from csvout import write_csv  # noqa: E402
+from throughput import DEFAULTS, LOCAL, ROOT, Suite, load_images, timed  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
 

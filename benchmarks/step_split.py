@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DEFAULTS, LOCAL, Peer, Suite, load_images, sync, write_csv  # noqa: E402
+from csvout import write_csv  # noqa: E402
+from throughput import DEFAULTS, LOCAL, Peer, Suite, load_images, sync  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
 
@@ -102,15 +103,7 @@ def main() -> None:
                          "rounds": a.rounds, "steps": a.steps, "config": " ".join(a.overrides)})
             print(f"{method} {part} {name}: {rows[-1]['images_per_s']:.1f} img/s (median of {a.rounds}), "
                   f"/peer = {ratio:.2f}x", flush=True)
-    out = Path(a.out)
-    if out.exists():  # keep other methods' / configs' rows, replace this one's
-        import csv
-
-        old = [r for r in csv.DictReader(out.open()) if (r["method"], r["config"]) != (method, " ".join(a.overrides))]
-        rows = [{k: (float(v) if k in ("images_per_s", "min", "max", "ratio_to_peer") else v) for k, v in r.items()}
-                for r in old] + rows
-    write_csv(out, rows)
-
+    write_csv(Path(a.out), rows, replace_by=("method", "config"))
 
 if __name__ == "__main__":
     main()

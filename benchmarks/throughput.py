@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from csvout import write_csv  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
@@ -332,20 +334,6 @@ def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int =
         rows.append({"workers": w, "crops": f"{tr.cfg.data.n_global}x{tr.cfg.data.global_size}+{tr.cfg.data.n_local}x{tr.cfg.data.local_size}",
                      "images_per_s": rate})
     return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    from ssl_bench.atomic import write_text
-
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cols = list(rows[0])
-    w.writerow(cols)
-    w.writerows([f"{r[c]:.4g}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows)
-    write_text(path, buf.getvalue())
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from throughput import CIFAR, DEFAULTS, LOCAL, ROOT, Peer, Suite, write_csv  # noqa: E402
+from csvout import write_csv  # noqa: E402
+from throughput import CIFAR, DEFAULTS, LOCAL, ROOT, Peer, Suite  # noqa: E402
 
 
 def encoder_of(side) -> torch.nn.Module:

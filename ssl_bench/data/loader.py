@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
-def _mix(*xs: int) -> int:
+def mix_seeds(*xs: int) -> int:
     h = 0x9E3779B97F4A7C15
     for x in xs:
         h = (h ^ (int(x) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
@@ -34,7 +34,7 @@ class SeededTransformDataset(Dataset):
     def __getitem__(self, i: int):
         img, label = self.base[i]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed, self.epoch, i))
+            torch.manual_seed(mix_seeds(self.seed, self.epoch, i))
             return self.transform(img), label
 
 
@@ -43,7 +43,7 @@ class GlobalBatchSampler(Sampler[int]):
 
     def __init__(self, n: int, global_batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
                  start_batch: int = 0) -> None:
-        g = torch.Generator().manual_seed(_mix(seed, epoch, 7))
+        g = torch.Generator().manual_seed(mix_seeds(seed, epoch, 7))
         self.perm = torch.randperm(n, generator=g)
         self.global_batch, self.rank, self.world, self.start = global_batch, rank, world, start_batch
         self.per_rank = global_batch // world

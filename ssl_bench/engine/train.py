@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
-from ssl_bench.data.loader import _mix, train_loader
+from ssl_bench.data.loader import mix_seeds, train_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
@@ -152,7 +152,7 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
         if isinstance(views, torch.Tensor):  # data.augment=device: one uint8 image batch
             if aug is None:
                 raise ValueError("an image batch (not a list of crops) needs data.augment=device and mean_std")
-            views = aug(views.to(dev, non_blocking=True), _mix(cfg.seed, step, rank, 11))
+            views = aug(views.to(dev, non_blocking=True), mix_seeds(cfg.seed, step, rank, 11))
         views = [v.to(dev, non_blocking=True) for v in views]
         if views[0].dtype == torch.uint8:
             if norm is None:

@@ -1,0 +1,24 @@
+"""CSV output shared by the benchmark scripts (temp file + rename, floats to 4 significant digits)."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+
+def write_csv(path: Path, rows: list[dict], replace_by: tuple[str, ...] = ()) -> None:
+    """Write ``rows``. With ``replace_by`` (column names), rows already in ``path`` are kept unless a new
+    row has the same values in those columns, so runs of other methods or configs stay in the table."""
+    from ssl_bench.atomic import write_text
+
+    if replace_by and path.exists():
+        new = {tuple(str(r[k]) for k in replace_by) for r in rows}
+        with path.open() as f:
+            old = [r for r in csv.DictReader(f) if tuple(r[k] for k in replace_by) not in new]
+        rows = old + rows
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = list(rows[0])
+    w.writerow(cols)
+    w.writerows([f"{r[c]:.4g}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows)
+    write_text(path, buf.getvalue())
