@@ -2,12 +2,15 @@
 the data loader alone, each side by side.
 
     python benchmarks/step_split.py [method=dino] [key=value ...] [--rounds 6] [--steps 1] [--images 512]
+        [--profile N]
 
 Compute: the same prefetched batch of crops goes through (a) the suite's engine step (crops of one
 resolution forwarded as one batch), (b) the same step with one forward per crop, (c) the lightly peer
 loop's step. Each round runs the three in a rotated order (abc, bca, cab, ...) so neither drift nor
 position favours one; medians per variant and the median per-round ratio to the peer are reported.
 Loader: images/s of each side's loader alone (same images, ``data.num_workers``), same rotation.
+With ``data.augment=device``, also the suite's crops drawn on the device alone, next to the peer's loader
+(which draws them in its workers). ``--profile N``: a torch.profiler table of N full-loop suite steps.
 Settings as ``benchmarks/throughput.py`` (ViT-tiny/4 12 blocks, 32 px, batch 128, fp32).
 
 Writes ``results/benchmarks/step_split.csv`` (one set of rows per method and config, temp file + rename).
@@ -25,9 +28,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import write_csv  # noqa: E402
-from throughput import DEFAULTS, LOCAL, Peer, Suite, load_images, sync  # noqa: E402
+from throughput import DEFAULTS, LOCAL, MEAN, STD, Peer, Suite, load_images, sync  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
+
+
+def profile(suite, n: int) -> None:
+    """torch.profiler over n steps of the suite's full loop: where host and device time go."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    suite.run(1)
+    sync()
+    t = time.perf_counter()
+    with prof(activities=acts) as p:
+        suite.run(n)
+        sync()
+    wall = time.perf_counter() - t
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    print(p.key_averages().table(sort_by=key, row_limit=18), flush=True)
+    print(f"profile: {n} steps in {wall:.3f} s wall ({n * suite.cfg.optim.batch_size / wall:.1f} img/s under the profiler)")
 
 
 def main() -> None:
@@ -37,6 +57,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--profile", type=int, default=0, help="also profile N full suite steps (loader included)")
     a = ap.parse_args()
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import resolve
@@ -52,6 +73,7 @@ def main() -> None:
     mod = importlib.import_module(f"ssl_bench.methods.{method}")
     grouped = mod.multicrop_forward
     views, _ = next(peer.batches)  # one fixed batch (float crops) for all three
+    views = [v.to(peer.dev) for v in views]
     bs = cfg.optim.batch_size
 
     def suite_step():
@@ -81,6 +103,14 @@ def main() -> None:
 
     groups = {"compute": [("suite", suite_step), ("suite_per_crop", suite_per_crop), ("peer", peer_step)],
               "loader": [("suite", suite_loader), ("peer", peer_loader)]}
+    if cfg.data.augment == "device":  # the crops drawn on the device, alone (not in "compute" above)
+        from ssl_bench.engine.train import device_augmenter
+
+        aug = device_augmenter(cfg, (MEAN, STD), suite.trainer.device)
+        images = next(suite.batches)[0].to(suite.trainer.device)
+        groups["augment"] = [("suite", lambda: aug(images, 5)), ("peer", peer_loader)]
+    if a.profile:
+        profile(suite, a.profile)
     rows = []
     for part, fs in groups.items():
         for _, f in fs:

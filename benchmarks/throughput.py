@@ -188,6 +188,7 @@ class Peer:
         else:
             raise SystemExit(f"no peer loop for method {name!r}; peers exist for {', '.join(METHODS)}")
         self.online = online.to(self.dev)
+        self.criterion.to(self.dev)  # lightly's DINOLoss center and memory banks are buffers
         for _, t in self.pairs:
             t.to(self.dev)
             deactivate_requires_grad(t)

@@ -60,6 +60,10 @@ class DataConfig:
     # device: the loader ships one uint8 image per sample and the engine draws all crops of the batch at
     # once on the training device (kornia; ssl_bench/data/device_aug.py) instead of per image in PIL
     augment: str = choice("loader", ["loader", "device"])
+    # data.augment=device: the size the loader brings images to (None: global_size). Small images of
+    # one size can ship at their own size (32 for CIFAR): at 224 px crops that is 49x fewer bytes per
+    # image and no upsampling in the workers; the crops are resized on the device either way
+    device_load_size: Optional[int] = None
 
 
 @dataclass

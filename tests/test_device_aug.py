@@ -102,3 +102,22 @@ def test_engine_step_on_an_image_batch():
     step = make_train_step(cfg, m, make_optimizer(cfg, m), 4, torch.device("cpu"), (MEAN, STD))
     with pytest.raises(ValueError, match="data.augment=device"):
         step(_images(4, 16), 0, 0)
+
+
+def test_device_load_size_ships_small_images_and_crops_at_full_size():
+    """data.device_load_size: the loader ships images at that size (here 8 px), the device still draws
+    crops at global_size; a size below 1 is refused naming the key."""
+    from ssl_bench.data.datasets import DataSplits, ListDataset
+    from ssl_bench.engine.train import Trainer, device_augmenter
+    from ssl_bench.errors import UserError
+
+    cfg = resolve(build_config(TINY + ["method=simclr", "data.augment=device", "data.device_load_size=8",
+                                       "optim.batch_size=4"]))
+    pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in _images(8, 32)]
+    splits = DataSplits(ListDataset(pil, [0] * 8), ListDataset(pil[:1], [0]), 10, MEAN, STD)
+    batch, _ = next(iter(Trainer(cfg)._loader(splits, 0)))
+    assert batch.dtype == torch.uint8 and tuple(batch.shape) == (4, 3, 8, 8)
+    crops = device_augmenter(cfg, (MEAN, STD), torch.device("cpu"))(batch, 0)
+    assert tuple(crops[0].shape) == (4, 3, cfg.data.global_size, cfg.data.global_size) and cfg.data.global_size > 8
+    with pytest.raises(UserError, match="data.device_load_size"):
+        resolve(build_config(TINY + ["data.device_load_size=0"]))

@@ -4,9 +4,10 @@ The loader then ships one uint8 image per sample (no per-image PIL work in Pytho
 cost); the engine draws every crop of the whole batch at once, on the training device. Same policy
 as :class:`ssl_bench.data.multicrop.MultiCropTransform` (random resized crop, flip, colour jitter with
 torchvision's formulas, greyscale, blur and solarisation with the paper's per-view probabilities),
-with three documented differences: crops are resampled bicubic without antialiasing, the order of
-the four jitter operations is drawn once per batch instead of per image, and images are first brought
-to one size (``data.global_size``, shorter side + centre crop) so they batch.
+with three documented differences: crops are resampled bicubic without antialiasing (one batched
+warp), the order of the four jitter operations is drawn once per batch instead of per image, and images
+are first brought to one size (``data.device_load_size``, default ``data.global_size``; shorter side +
+centre crop) so they batch.
 
 Randomness comes from a CPU generator state seeded by (seed, step, rank) for each batch, so a
 resumed run draws the very crops the uninterrupted run drew, and each rank draws its own.
@@ -60,7 +61,10 @@ class DeviceMultiCrop(nn.Module):
         def pipeline(size: int, scale: Sequence[float], policy: tuple[float, float]) -> nn.Sequential:
             blur_p, solarize_p = policy
             ops = [
-                K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic"),
+                # "resample": one batched warp for the whole batch; kornia's default ("slice") crops and
+                # resizes image by image, 128 kernel launches per crop on a GPU (measured on an H200:
+                # the crops then cost more than the ViT-S step)
+                K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic", cropping_mode="resample"),
                 K.RandomHorizontalFlip(),
                 K.ColorJitter(*JITTER, p=JITTER_P),
                 K.RandomGrayscale(p=GREY_P),

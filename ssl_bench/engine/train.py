@@ -54,6 +54,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     data = cfg.data
     gsize = data.global_size or cfg.backbone.img_size
     n_local = data.n_local if data.n_local is not None else getattr(cfg.method, "n_local", 0)
+    if data.device_load_size is not None and data.device_load_size < 1:
+        raise UserError(f"data.device_load_size={data.device_load_size} is not a size; valid: a positive number "
+                        "of pixels, or null for data.global_size")
     data = replace(data, global_size=gsize, local_size=data.local_size or max(gsize // 2, 1), n_local=n_local)
     return replace(cfg, data=data)
 
@@ -215,7 +218,7 @@ class Trainer:
         if cfg.data.augment == "device":
             from ssl_bench.data.device_aug import base_transform
 
-            transform = base_transform(cfg.data.global_size)
+            transform = base_transform(cfg.data.device_load_size or cfg.data.global_size)
         else:
             transform = MultiCropTransform(**crop_kwargs(cfg.data, splits.mean, splits.std),
                                            normalize=not cfg.data.normalize_on_device)
