@@ -7,7 +7,8 @@ Pre-training images: the protocol's 10,000 (first 1,000 sorted files per class o
 train/); k-NN bank = those images, queries = the first ``--queries / 10`` test images per class, k = 20,
 T = 0.07, encoder = the method's evaluation network (DINO: the teacher backbone). Each side trains in
 checkpointed slices until its cumulative training time reaches each budget (evaluation time excluded),
-then its encoder is evaluated. Writes ``results/benchmarks/time_to_accuracy.csv``.
+then its encoder is evaluated. Writes ``results/benchmarks/time_to_accuracy.csv`` (rows of other
+methods and configs kept; the overrides in its ``config`` column).
 """
 from __future__ import annotations
 
@@ -74,11 +75,13 @@ def main() -> None:
     splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class))
     images = [splits.train[i][0] for i in range(len(splits.train))]
     budgets = sorted(float(b) for b in a.budgets.split(","))
+    config = " ".join(a.overrides + [f"--per-class {a.per_class}", f"--queries {a.queries}"])
     rows = []
     for label, cls in (("suite", Suite), ("peer", Peer)):
         side = cls(cfg, images)
         init = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
-        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0, "knn_top1": init})
+        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0, "knn_top1": init,
+                     "config": config})
         spent, images_seen = 0.0, 0
         for b in budgets:
             while spent < b:
@@ -87,9 +90,10 @@ def main() -> None:
                 spent += time.perf_counter() - t
                 images_seen += a.slice * cfg.optim.batch_size
             acc = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
-            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent, "images": images_seen, "knn_top1": acc})
+            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent, "images": images_seen,
+                         "knn_top1": acc, "config": config})
             print(f"{label}: {spent:.0f} s of training, {images_seen} images, k-NN top-1 {acc:.4f} (init {init:.4f})", flush=True)
-    write_csv(ROOT / "results" / "benchmarks" / "time_to_accuracy.csv", rows)
+    write_csv(ROOT / "results" / "benchmarks" / "time_to_accuracy.csv", rows, replace_by=("method", "config"))
 
 
 if __name__ == "__main__":
