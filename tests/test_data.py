@@ -78,3 +78,27 @@ def test_corrupt_image_names_the_file(image_folder):
     s = build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
     with pytest.raises(UserError, match=r"cannot read image file .*class0/000\.png"):
         s.train[0]
+
+
+def test_seeded_loader_samples_are_reproducible_and_leave_the_global_rng_alone():
+    """Each sample's crops come from (seed, epoch, index) alone, whatever was drawn before, and drawing
+    them does not move the process's own generator (the training step's randomness)."""
+    import numpy as np
+    from PIL import Image
+
+    from ssl_bench.data.datasets import ListDataset
+    from ssl_bench.data.loader import SeededTransformDataset
+    from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+
+    imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)) for i in range(3)]
+    ds = SeededTransformDataset(ListDataset(imgs, [0] * 3), MultiCropTransform(ViewSpec(2, 1), 32, 16), seed=3, epoch=1)
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    first = ds[1][0]
+    assert torch.equal(torch.rand(4), expected)
+    torch.rand(100)  # other draws in between change nothing
+    assert all(torch.equal(a, b) for a, b in zip(first, ds[1][0]))
+    assert not torch.equal(first[0], ds[2][0][0])
+    other_epoch = SeededTransformDataset(ds.base, ds.transform, seed=3, epoch=2)
+    assert not torch.equal(first[0], other_epoch[1][0][0])
