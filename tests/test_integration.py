@@ -35,9 +35,10 @@ METHOD_OVERRIDES = {
     "moco_v3": ["method=moco", "method.version=3"],
     "swav": ["method=swav", "data.n_local=2"],
 }
-# Margins measured on this budget (seed 0, random init 0.2960): simclr 0.3050, moco v2 0.3070, moco v3
-# 0.3130, dino 0.3080 (teacher); asserted with some slack.
-MARGIN = {"simclr": 0.005, "moco": 0.005, "moco_v3": 0.005, "dino": 0.005, "byol": 0.005, "swav": 0.005}
+# Margins measured on this budget (seed 0, random init 0.2960 on the 1,000 queries): simclr 0.3050, moco v2
+# 0.3070, moco v3 0.3130; dino 0.2764 vs init 0.2487 on all 10,000 test images (+2.8 points, several
+# standard errors of a paired difference on 10,000 queries); asserted with some slack.
+MARGIN = {"simclr": 0.005, "moco": 0.005, "moco_v3": 0.005, "dino": 0.015, "byol": 0.005, "swav": 0.005}
 # Known gaps, kept visible rather than hidden: at this budget (93 steps) these two do not beat random
 # init yet (measured: byol 0.2840, swav 0.2580; on the validation split also not with batch 32 over 5
 # epochs, nor SwAV without local crops or with a shorter prototype freeze). Both beat init on the
@@ -101,8 +102,8 @@ def test_dino_segmentation_on_weizmann_horse(tmp_path_factory, runs):
     for key in ("jaccard_best_head", "jaccard_mean_heads", "patch_probe_miou"):
         assert 0.0 <= m[("seg", key)] <= 1.0 and 0.0 <= m[("seg@init", key)] <= 1.0
         print(f"seg {key}: dino {m[('seg', key)]:.4f}  random init {m[('seg@init', key)]:.4f}")
-    # measured on this run: best-head attention Jaccard 0.2562 vs 0.1631 at init (the protocol run's
-    # teacher, trained longer with local crops, attends to the background instead: README)
+    # measured on this run: best-head attention Jaccard 0.3016 vs 0.1631 at init (the protocol run's
+    # teacher, trained with local crops, attends to the background instead: README)
     assert m[("seg", "jaccard_best_head")] > m[("seg@init", "jaccard_best_head")] + 0.05
     # evaluated rows are merged into the run's metrics.json next to the k-NN rows
     stored = {(r["eval"], r["metric"]) for r in result.run_dir.read_metrics()}
