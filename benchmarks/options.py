@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import write_csv  # noqa: E402
-from throughput import DEFAULTS, LOCAL, ROOT, Suite, load_images, timed  # noqa: E402
+from throughput import defaults, LOCAL, ROOT, Suite, load_images, timed  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
 
@@ -43,7 +43,7 @@ def main() -> None:
     over = [o for o in a.overrides if not o.startswith("method=")]
     if not any(o.startswith("data.n_local=") for o in over):
         over.append(f"data.n_local={LOCAL.get(method, 0)}")
-    base = DEFAULTS + [f"method={method}"] + over
+    base = defaults(over) + [f"method={method}"] + over
     images = load_images(a.images)
     rows = []
     for option in [o.strip() for o in a.options.split(";") if o.strip()]:

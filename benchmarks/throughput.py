@@ -47,6 +47,12 @@ sys.path.insert(0, str(ROOT))
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 METHODS = ["dino", "simclr", "byol", "moco", "swav"]
 DEFAULTS = ["preset=cifar10-cpu", "backbone.depth=12", "optim.batch_size=128", "data.num_workers=0", "progress=false"]
+
+
+def defaults(over: list[str]) -> list[str]:
+    """DEFAULTS, less the ViT depth when the overrides pick a ResNet (which has no such key)."""
+    resnet = any(o.startswith("backbone=resnet") for o in over)
+    return [d for d in DEFAULTS if not (resnet and d.startswith("backbone.depth="))]
 LOCAL = {"dino": 6, "swav": 6}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -352,7 +358,7 @@ def main() -> None:
     over = [o for o in a.overrides if not o.startswith("method=")]
     methods = next((o.split("=", 1)[1].split(",") for o in a.overrides if o.startswith("method=")), METHODS)
     if a.one:
-        print("RESULT " + json.dumps(one_method(a, DEFAULTS + [f"method={methods[0]}"] + over)))
+        print("RESULT " + json.dumps(one_method(a, defaults(over) + [f"method={methods[0]}"] + over)))
         return
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
@@ -378,7 +384,7 @@ def main() -> None:
         r["config"] = " ".join(over)
     write_csv(out / a.out, rows)
     if not a.no_loader:
-        lrows = loader_speed(DEFAULTS + ["method=dino", "data.n_local=6", *over], [int(w) for w in a.workers.split(",")],
+        lrows = loader_speed(defaults(over) + ["method=dino", "data.n_local=6", *over], [int(w) for w in a.workers.split(",")],
                              load_images(a.images))
         write_csv(out / "loader.csv", lrows)
         for r in lrows:

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csvout import write_csv  # noqa: E402
-from throughput import CIFAR, DEFAULTS, LOCAL, ROOT, Peer, Suite  # noqa: E402
+from throughput import CIFAR, LOCAL, ROOT, Peer, Suite, defaults  # noqa: E402
 
 
 def encoder_of(side) -> torch.nn.Module:
@@ -69,7 +69,7 @@ def main() -> None:
     method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
     over = [o for o in a.overrides if not o.startswith("method=")]
     extra = [f"data.n_local={LOCAL.get(method, 0)}"] if not any(o.startswith("data.n_local=") for o in over) else []
-    cfg = resolve(build_config(DEFAULTS + [f"method={method}", *extra, *over]))
+    cfg = resolve(build_config(defaults(over) + [f"method={method}", *extra, *over]))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class))
