@@ -135,5 +135,6 @@ def main() -> None:
                   f"/peer = {ratio:.2f}x", flush=True)
     write_csv(Path(a.out), rows, replace_by=("method", "config"))
 
+
 if __name__ == "__main__":
     main()

@@ -47,14 +47,14 @@ sys.path.insert(0, str(ROOT))
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 METHODS = ["dino", "simclr", "byol", "moco", "swav"]
 DEFAULTS = ["preset=cifar10-cpu", "backbone.depth=12", "optim.batch_size=128", "data.num_workers=0", "progress=false"]
+LOCAL = {"dino": 6, "swav": 6}
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def defaults(over: list[str]) -> list[str]:
     """DEFAULTS, less the ViT depth when the overrides pick a ResNet (which has no such key)."""
     resnet = any(o.startswith("backbone=resnet") for o in over)
     return [d for d in DEFAULTS if not (resnet and d.startswith("backbone.depth="))]
-LOCAL = {"dino": 6, "swav": 6}
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 # -- data -----------------------------------------------------------------------------------------

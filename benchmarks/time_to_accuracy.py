@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from dataclasses import replace
 import time
 from pathlib import Path
@@ -38,17 +39,14 @@ def encoder_of(side) -> torch.nn.Module:
     return side.online[0]
 
 
-def knn_top1(encoder, cfg, queries: int, per_class: int) -> float:
-    from ssl_bench.data.datasets import build_datasets
+def knn_top1(encoder, bank, queries, size: int, mean, std) -> float:
+    """k-NN top-1 (k = 20) of ``encoder`` with in-memory ``bank`` and ``queries`` datasets."""
     from ssl_bench.evals.features import extract_features
     from ssl_bench.evals.knn import knn_accuracy
 
-    data = replace(cfg.data, root=str(CIFAR), train_per_class=per_class, test_per_class=queries // 10)
-    splits = build_datasets("cifar10", data)
-    dev = next(encoder.parameters()).device
-    args = (cfg.data.global_size, splits.mean, splits.std, dev)
-    xtr, ytr = extract_features(encoder, splits.train, *args)
-    xte, yte = extract_features(encoder, splits.test, *args)
+    args = (size, mean, std, next(encoder.parameters()).device)
+    xtr, ytr = extract_features(encoder, bank, *args)
+    xte, yte = extract_features(encoder, queries, *args)
     return knn_accuracy(xtr, ytr, xte, yte, [20])[20]["top1"]
 
 
@@ -63,7 +61,7 @@ def main() -> None:
     if not (CIFAR / "train").is_dir():
         raise SystemExit(f"needs CIFAR-10 as an ImageFolder tree at {CIFAR}")
     from ssl_bench.config import build_config
-    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.data.datasets import ListDataset, build_datasets, targets_of
     from ssl_bench.engine.train import resolve
 
     method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
@@ -72,14 +70,18 @@ def main() -> None:
     cfg = resolve(build_config(defaults(over) + [f"method={method}", *extra, *over]))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class))
-    images = [splits.train[i][0] for i in range(len(splits.train))]
+    # read once: the pre-training images are the k-NN bank; every evaluation reuses both in memory
+    splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class,
+                                               test_per_class=a.queries // 10))
+    bank, queries = (ListDataset([s[i][0] for i in range(len(s))], targets_of(s)) for s in (splits.train, splits.test))
+    images = bank.images
+    evaluate = partial(knn_top1, bank=bank, queries=queries, size=cfg.data.global_size, mean=splits.mean, std=splits.std)
     budgets = sorted(float(b) for b in a.budgets.split(","))
     config = " ".join(a.overrides + [f"--per-class {a.per_class}", f"--queries {a.queries}"])
     rows = []
     for label, cls in (("suite", Suite), ("peer", Peer)):
         side = cls(cfg, images)
-        init = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
+        init = evaluate(encoder_of(side))
         rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0, "knn_top1": init,
                      "config": config})
         spent, images_seen = 0.0, 0
@@ -89,7 +91,7 @@ def main() -> None:
                 side.run(a.slice)
                 spent += time.perf_counter() - t
                 images_seen += a.slice * cfg.optim.batch_size
-            acc = knn_top1(encoder_of(side), cfg, a.queries, a.per_class)
+            acc = evaluate(encoder_of(side))
             rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent, "images": images_seen,
                          "knn_top1": acc, "config": config})
             print(f"{label}: {spent:.0f} s of training, {images_seen} images, k-NN top-1 {acc:.4f} (init {init:.4f})", flush=True)
