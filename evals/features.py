@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_bench.config import RunConfig
-from ssl_bench.data.datasets import DataSplits, TransformDataset, eval_transform, targets_of
+from ssl_bench.data.datasets import DataSplits, EvalImage, TransformDataset, normalize_batch, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,13 @@ class EvalContext:
 @torch.no_grad()
 def extract_features(encoder: nn.Module, dataset, size: int, mean, std, device: torch.device,
                      batch_size: int = 256, num_workers: int = 0) -> tuple[Tensor, Tensor]:
-    """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode."""
+    """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode. Images travel
+    as uint8 and are normalised per batch on ``device``."""
     was_training = encoder.training
     encoder.eval()
-    ds = TransformDataset(dataset, eval_transform(size, mean, std))
+    ds = TransformDataset(dataset, EvalImage(size))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    feats = [encoder(x.to(device, non_blocking=True)).float().cpu() for x, _ in loader]
+    feats = [encoder(normalize_batch(x.to(device, non_blocking=True), mean, std)).float().cpu() for x, _ in loader]
     encoder.train(was_training)
     return torch.cat(feats), torch.tensor(targets_of(dataset))
 

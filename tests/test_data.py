@@ -102,3 +102,23 @@ def test_seeded_loader_samples_are_reproducible_and_leave_the_global_rng_alone()
     assert not torch.equal(first[0], ds[2][0][0])
     other_epoch = SeededTransformDataset(ds.base, ds.transform, seed=3, epoch=2)
     assert not torch.equal(first[0], other_epoch[1][0][0])
+
+
+@pytest.mark.parametrize("shape,mode", [((32, 32), "RGB"), ((48, 40), "RGB"), ((32, 32), "RGBA")])
+def test_uint8_eval_path_equals_the_float_eval_transform(shape, mode):
+    """Feature extraction ships uint8 images and normalises per batch; the pixels and the arithmetic
+    match the per-image float transform, on the direct-copy path (32 px RGB) and the resize path."""
+    import numpy as np
+
+    from ssl_bench.data.datasets import EvalImage, eval_transform, normalize_batch
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (shape[1], shape[0], len(mode)), dtype=np.uint8), mode=mode)
+    if mode != "RGB":
+        img = img.convert("RGB")
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    fast = EvalImage(32)(img)
+    assert fast.dtype == torch.uint8 and fast.shape == (3, 32, 32)
+    assert torch.equal(fast, EvalImage(32).slow(img).as_subclass(torch.Tensor))
+    ref = eval_transform(32, mean, std)(img)
+    torch.testing.assert_close(normalize_batch(fast[None], mean, std)[0], ref.as_subclass(torch.Tensor), rtol=0, atol=1e-6)

@@ -206,6 +206,29 @@ def build_datasets(name: str, cfg: DataConfig) -> DataSplits:
     return splits
 
 
+class EvalImage:
+    """No augmentation, uint8 out: resize the short side to ``size`` and centre crop, as a (C, H, W)
+    uint8 tensor. An RGB PIL image already ``size`` x ``size`` (CIFAR at 32 px) takes a direct copy
+    (~0.04 ms instead of ~0.35 ms through the v2 pipeline, same pixels). Normalise per batch on the
+    device with :func:`normalize_batch`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.slow = T.Compose([T.ToImage(), T.Resize(size, antialias=True), T.CenterCrop(size)])
+
+    def __call__(self, img) -> torch.Tensor:
+        if isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (self.size, self.size):
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        return self.slow(img).as_subclass(torch.Tensor)
+
+
+def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float normalised, the same arithmetic as ``eval_transform`` per image."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return x.float().div_(255.0).sub_(m).div_(s)
+
+
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     """No augmentation: resize the short side to ``size``, centre crop, normalise."""
     return T.Compose(
