@@ -53,6 +53,10 @@ class Method(nn.Module):
         """Named per-step schedules; ``momentum`` drives the EMA of ``ema_pairs``."""
         return {}
 
+    def lr_multipliers(self) -> dict[str, float]:
+        """Sub-module name -> factor on the scheduled LR for its parameters (e.g. a faster predictor)."""
+        return {}
+
     def after_backward(self, state: StepState) -> None:
         """Called after backward, before clipping and the optimiser step."""
 

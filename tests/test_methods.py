@@ -70,3 +70,24 @@ def test_default_views_follow_paper(name):
     paper = build_config([f"method={name}", "preset=paper"])
     local = resolve(paper).data.n_local
     assert local == {"dino": 8, "swav": 6}.get(name, 0)
+
+
+def test_lr_multiplier_scales_only_the_named_submodule():
+    """BYOL's ``method.predictor_lr_mult`` puts the predictor in its own groups: the engine's step sets
+    their LR to the scheduled LR times the factor, the rest at the schedule; weight-decay split kept."""
+    from ssl_bench.engine.train import make_train_step
+
+    cfg, m = _method("byol", ["method.predictor_lr_mult=10"], 0)
+    opt = make_optimizer(cfg, m)
+    pred = {id(p) for p in m.predictor.parameters()}
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in m.parameters())
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= pred if g["lr_mult"] == 10 else not ids & pred
+        assert g["regularize"] == all(p.ndim > 1 for p in g["params"])
+    step = make_train_step(cfg, m, opt, 10, torch.device("cpu"))
+    _, _, lr, _ = step(_views(0), 3, 0)
+    assert lr > 0
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(lr * g["lr_mult"])
+    assert {g["lr_mult"] for g in opt.param_groups} == {1.0, 10.0}

@@ -75,13 +75,22 @@ def prepare_distributed(method: Method, device: torch.device) -> Method:
 
 
 def param_groups(module: nn.Module) -> list[dict]:
-    """No weight decay on biases and norm parameters (DINO's ``get_params_groups``)."""
-    decay, no_decay = [], []
+    """No weight decay on biases and norm parameters (DINO's ``get_params_groups``); parameters under a
+    prefix of the method's ``lr_multipliers()`` get their own groups whose LR follows the schedule
+    times ``lr_mult``."""
+    mults = module.lr_multipliers() if hasattr(module, "lr_multipliers") else {}
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "regularize": True}, {"params": no_decay, "regularize": False, "weight_decay": 0.0}]
+        mult = next((m for prefix, m in mults.items() if name == prefix or name.startswith(prefix + ".")), 1.0)
+        groups.setdefault((p.ndim > 1 and not name.endswith(".bias"), mult), []).append(p)
+    out = []
+    for regularize in (True, False):
+        for (reg, mult), params in groups.items():
+            if reg == regularize:
+                out.append({"params": params, "regularize": reg, "lr_mult": mult, **({} if reg else {"weight_decay": 0.0})})
+    return out
 
 
 def make_optimizer(cfg: RunConfig, method: nn.Module) -> torch.optim.Optimizer:
@@ -165,7 +174,7 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
         state = StepState(step, epoch, spe, total, values)
         cur_lr, cur_wd = lr_s(step, spe, total), wd_s(step, spe, total)
         for g in opt.param_groups:
-            g["lr"] = cur_lr
+            g["lr"] = cur_lr * g.get("lr_mult", 1.0)
             if g["regularize"]:
                 g["weight_decay"] = cur_wd
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
