@@ -98,13 +98,9 @@ class Suite:
         self.method.train()
         self.spe = len(images) // cfg.optim.batch_size
         self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg, self.method), self.spe, dev, (MEAN, STD))
-        self.loader_epoch = -1
-        self.batches = endless(self._next_loader)
+        # as the engine does: one loader for the whole run, workers started once
+        self.batches = iter(self.trainer._loader(self.splits, 0, 0, 10**6))
         self.step = 0
-
-    def _next_loader(self):
-        self.loader_epoch += 1
-        return self.trainer._loader(self.splits, self.loader_epoch)
 
     def run(self, n: int) -> None:
         for _ in range(n):

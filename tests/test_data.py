@@ -122,3 +122,30 @@ def test_uint8_eval_path_equals_the_float_eval_transform(shape, mode):
     assert torch.equal(fast, EvalImage(32).slow(img).as_subclass(torch.Tensor))
     ref = eval_transform(32, mean, std)(img)
     torch.testing.assert_close(normalize_batch(fast[None], mean, std)[0], ref.as_subclass(torch.Tensor), rtol=0, atol=1e-6)
+
+
+def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
+    """The engine's single multi-epoch loader (workers started once) yields exactly the batches and
+    crops of one loader per epoch, including a first epoch entered mid-way (resume), with or without a
+    worker process."""
+    from ssl_bench.data.datasets import ListDataset
+    from ssl_bench.data.loader import GlobalBatchSampler, RunSampler, run_loader
+
+    sampler = RunSampler(10, 4, seed=5, start_epoch=1, end_epoch=4, start_batch=1)
+    keys = list(sampler)
+    expected = [(e, i) for e in (1, 2, 3) for i in GlobalBatchSampler(10, 4, 5, e, start_batch=1 if e == 1 else 0)]
+    assert keys == expected and len(sampler) == len(keys) == 4 + 8 + 8
+    imgs = [Image.new("RGB", (32, 32), (20 * k, 255 - 20 * k, 7 * k)) for k in range(10)]
+    ds = ListDataset(imgs, list(range(10)))
+    tf = MultiCropTransform(ViewSpec(2, 0), 16, 8)
+
+    def batches(loader):
+        return [(torch.cat(v), y) for v, y in loader]
+
+    whole = batches(run_loader(ds, tf, 4, 5, 1, 4, 0, 1, 1, num_workers=1, pin_memory=False))
+    per_epoch = sum((batches(run_loader(ds, tf, 4, 5, e, e + 1, 0, 1, 1 if e == 1 else 0, num_workers=0,
+                                        pin_memory=False)) for e in (1, 2, 3)), [])
+    assert len(whole) == len(per_epoch) == 1 + 2 + 2
+    for (a, ya), (b, yb) in zip(whole, per_epoch):
+        assert torch.equal(ya, yb) and torch.equal(a, b)
+    assert not torch.equal(whole[1][0], whole[3][0])  # epochs differ

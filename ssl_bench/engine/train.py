@@ -1,6 +1,7 @@
 """The training loop shared by every method."""
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
-from ssl_bench.data.loader import mix_seeds, train_loader
+from ssl_bench.data.loader import mix_seeds, run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
@@ -222,7 +223,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
     # -- data ------------------------------------------------------------------------------------
-    def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0):
+    def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0, end_epoch: int | None = None):
+        """The training batches of ``epoch`` (from ``start_batch``) through ``end_epoch - 1`` (default:
+        that one epoch) from one DataLoader, so its workers start once."""
         cfg = self.cfg
         if cfg.data.augment == "device":
             from ssl_bench.data.device_aug import base_transform
@@ -231,8 +234,9 @@ class Trainer:
         else:
             transform = MultiCropTransform(**crop_kwargs(cfg.data, splits.mean, splits.std),
                                            normalize=not cfg.data.normalize_on_device)
-        return train_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch, D.rank(), D.world_size(),
-                            start_batch, cfg.data.num_workers, self.device.type == "cuda")
+        return run_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch,
+                          epoch + 1 if end_epoch is None else end_epoch, D.rank(), D.world_size(), start_batch,
+                          cfg.data.num_workers, self.device.type == "cuda")
 
     # -- main entry --------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -272,9 +276,10 @@ class Trainer:
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
+        batches = iter(self._loader(splits, start_epoch, start_batch, cfg.optim.epochs))
         for epoch in range(start_epoch, cfg.optim.epochs):
             skip = start_batch if epoch == start_epoch else 0
-            loader = self._loader(splits, epoch, skip)
+            loader = itertools.islice(batches, spe - skip)
             sums = {k: torch.tensor(v, device=dev) for k, v in partial.items()} if skip else {}
             n = skip
             t0 = time.perf_counter()
