@@ -26,6 +26,7 @@ class BYOLConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
     momentum: float = 0.996
+    momentum_end: float = 1.0  # cosine end point; below 1 keeps a short run's target tracking the online net
     n_local: int = 0
     # factor on the scheduled LR for the predictor (1 in the paper; SimSiam, Chen & He 2021, found a
     # predictor that adapts faster than the encoder helps; a lever for short schedules)
@@ -52,7 +53,7 @@ class BYOL(Method):
         self.criterion = NegativeCosineSimilarity()
 
     def schedules(self) -> dict[str, S.Schedule]:
-        return {"momentum": S.cosine(self.cfg.momentum, 1.0)}
+        return {"momentum": S.cosine(self.cfg.momentum, self.cfg.momentum_end)}
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"predictor": self.cfg.predictor_lr_mult}

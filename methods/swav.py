@@ -37,6 +37,9 @@ class SwAVConfig:
     freeze_prototypes_epochs: float = 1.0  # fractions allowed: short schedules freeze for a part of epoch 1
     n_local: int = 6
     queue_size: int = 0  # 0: no queue
+    # factor on the scheduled LR for the prototypes (1 in the paper). A short-schedule lever: AdamW moves
+    # each weight by about the LR per step, so at 2.5e-4 over ~100 steps the unit-norm prototypes barely move
+    prototypes_lr_mult: float = 1.0
     queue_start_epoch: int = 15
 
     def check(self) -> None:
@@ -58,6 +61,11 @@ class SwAV(Method):
         self.backbone = build_backbone(backbone_cfg)
         self.projector = SwaVProjectionHead(self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim)
         self.prototypes = SwaVPrototypes(cfg.out_dim, cfg.n_prototypes)
+        # lightly's prototype layer is an nn.Linear with a bias; the paper's (reference
+        # ``nn.Linear(output_dim, nmb_prototypes, bias=False)``) has none, so the scores are the cosine
+        # similarities to the unit prototypes. At init the bias (+-0.09) was as large as those similarities.
+        for layer in self.prototypes.heads:
+            layer.bias = None
         self.prototypes.normalize()
         if cfg.queue_size > 0:
             # A ring buffer registered on the module, so checkpoints carry it (resume stays exact).
@@ -86,6 +94,9 @@ class SwAV(Method):
     def _enqueue(self, feats: list[Tensor]) -> None:
         n = ring_enqueue(self.queue, self.queue_ptr, torch.stack(feats))
         self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=self.cfg.queue_size))
+
+    def lr_multipliers(self) -> dict[str, float]:
+        return {"prototypes": self.cfg.prototypes_lr_mult}
 
     def after_backward(self, state: StepState) -> None:
         if state.step < self.cfg.freeze_prototypes_epochs * state.steps_per_epoch:

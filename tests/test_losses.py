@@ -109,7 +109,11 @@ def test_swav_swapped_prediction():
     g = torch.Generator().manual_seed(0)
     v = _views() + [torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)]
     out = m.training_step(v, _st(m))["loss"]
-    s = multicrop_forward(lambda x: m.prototypes(m._embed(x)), v)
+    # the paper's scores: cosine similarity of the unit embedding to the unit prototypes (no bias term)
+    w = m.prototypes.heads[0].weight
+    s = multicrop_forward(lambda x: F.normalize(m.projector(m.backbone(x)), dim=1) @ F.normalize(w, dim=1).t(), v)
+    assert all(x.abs().max() <= 1 + 1e-5 for x in s)
+    assert [n for n, _ in m.prototypes.named_parameters()] == ["heads.0.weight"]
     total, n = 0.0, 0
     for i in range(2):
         with torch.no_grad():
