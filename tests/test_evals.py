@@ -71,3 +71,33 @@ def test_linear_probe_non_convergence_is_one_log_line_not_a_console_warning(capl
             res = fit_linear_probe(x, y, x[:50], y[:50], [1e6])
     assert 0.0 <= res["top1"] <= 1.0
     assert any("before converging" in r.message for r in caplog.records)
+
+
+def test_warm_started_linear_probe_equals_cold_start_fits():
+    """The C path is warm-started (ascending C, refit from the held-out fit); on overlapping classes it
+    picks the same C and reaches the same test accuracy as independent cold-start fits."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from ssl_bench.evals.linear import fit_linear_probe
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(5, 20))
+    def sample(n):
+        y = rng.integers(0, 5, n)
+        return centers[y] + 1.5 * rng.normal(size=(n, 20)), y
+    xtr, ytr = sample(600)
+    xte, yte = sample(400)
+    grid = [0.001, 0.01, 0.1, 1.0, 10.0]
+    res = fit_linear_probe(xtr, ytr, xte, yte, grid)
+    sc = StandardScaler().fit(xtr)
+    a, b, ya, yb = train_test_split(sc.transform(xtr), ytr, test_size=0.1, random_state=0, stratify=ytr)
+    accs = [LogisticRegression(C=c, max_iter=5000, tol=1e-8).fit(a, ya).score(b, yb) for c in grid]
+    assert res["val_top1"] == pytest.approx(max(accs), abs=1e-9)
+    ref_c = grid[int(np.argmax(accs))]
+    assert res["C"] == ref_c
+    ref = LogisticRegression(C=ref_c, max_iter=5000, tol=1e-8).fit(sc.transform(xtr), ytr).score(sc.transform(xte), yte)
+    assert res["top1"] == pytest.approx(ref, abs=0.005)
+    assert 0.3 < res["top1"] < 1.0  # overlapping classes: neither trivial nor chance
