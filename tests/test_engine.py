@@ -165,3 +165,31 @@ def test_cli_sigterm_before_first_checkpoint_leaves_no_run_folder(tmp_path):
     assert p.returncode == 143, err
     assert err.strip().splitlines()[-1] == "terminated (SIGTERM)"
     assert not any(runs.iterdir())
+
+
+def test_random_init_baseline_is_computed_once_per_weights_and_eval_settings(tiny, caplog):
+    """Two runs in one process whose backbones start from the same weights (same seed, other method and
+    crops) share the @init rows; another eval setting or another seed computes them afresh."""
+    import logging
+
+    from ssl_bench.engine import train as T
+
+    T._BASELINES.clear()
+    caplog.set_level(logging.INFO, logger="ssl_bench.engine.train")
+
+    def init_rows(*extra):
+        caplog.clear()
+        res = train(build_config(tiny + ["optim.epochs=1", "data.train_per_class=4", "data.test_per_class=4", *extra]))
+        reused = any("baseline" in r.getMessage() and "reused" in r.getMessage() for r in caplog.records)
+        return {(r["eval"], r["metric"]): r["value"] for r in res.metrics if r["eval"].endswith("@init")}, reused
+
+    a, reused_a = init_rows("method=dino", "data.n_local=2")
+    b, reused_b = init_rows("method=byol", "data.n_local=0")
+    assert a and not reused_a and reused_b and a == b
+    _, reused_c = init_rows("method=byol", "eval.knn_k=[3]")
+    _, reused_d = init_rows("method=byol", "seed=1")
+    assert not reused_c and not reused_d
+    # the cached rows are what a fresh computation gives
+    T._BASELINES.clear()
+    fresh, reused_e = init_rows("method=byol", "data.n_local=0")
+    assert not reused_e and fresh == a
