@@ -34,7 +34,7 @@ METHOD_OVERRIDES = {
              "data.test_per_class=1000"],
     "moco": ["method=moco"],
     "moco_v3": ["method=moco", "method.version=3"],
-    "swav": ["method=swav", "data.n_local=0", "method.n_prototypes=30", "method.temperature=0.2", "optim.epochs=12",
+    "swav": ["method=swav", "data.n_local=0", "method.n_prototypes=30", "method.temperature=0.2", "optim.epochs=8",
              "data.augment=device", "data.test_per_class=1000"],
 }
 # Margins measured on this budget (seed 0, random init 0.2960 on the 1,000 queries): simclr 0.3050, moco v2
@@ -102,10 +102,10 @@ def test_linear_probe_on_a_real_short_run(tmp_path_factory, runs):
     """Linear probe (C chosen on held-out train features) on the SimCLR run: well above chance (0.1) on
     CIFAR-10 test images, for the trained encoder and for random init; rows merge into metrics.json."""
     result = _train("simclr", tmp_path_factory, runs)
-    ev = evaluate_run(result.run_dir.path, ["evals=linear"])
+    ev = evaluate_run(result.run_dir.path, ["evals=linear", "eval.linear_c_grid=[0.1,1.0]"])  # 2 of the 4 default Cs
     m = {(r["eval"], r["metric"]): r["value"] for r in ev.metrics}
     print(f"linear top-1: simclr {m[('linear', 'top1')]:.4f}  random init {m[('linear@init', 'top1')]:.4f}")
     for e in ("linear", "linear@init"):
         assert 0.2 < m[(e, "top1")] <= m[(e, "top5")] <= 1.0
-    assert m[("linear", "C")] in build_config([]).eval.linear_c_grid
+    assert m[("linear", "C")] in (0.1, 1.0)
     assert ("linear", "top1") in {(r["eval"], r["metric"]) for r in result.run_dir.read_metrics()}
