@@ -37,10 +37,10 @@ class SwAVConfig:
     freeze_prototypes_epochs: float = 1.0  # fractions allowed: short schedules freeze for a part of epoch 1
     n_local: int = 6
     queue_size: int = 0  # 0: no queue
+    queue_start_epoch: int = 15
     # factor on the scheduled LR for the prototypes (1 in the paper). A short-schedule lever: AdamW moves
     # each weight by about the LR per step, so at 2.5e-4 over ~100 steps the unit-norm prototypes barely move
     prototypes_lr_mult: float = 1.0
-    queue_start_epoch: int = 15
 
     def check(self) -> None:
         from ssl_bench.errors import ConfigError
