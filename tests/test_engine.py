@@ -172,10 +172,10 @@ def test_random_init_baseline_is_computed_once_per_weights_and_eval_settings(tin
     crops) share the @init rows; another eval setting or another seed computes them afresh."""
     import logging
 
-    from ssl_bench.engine import train as T
+    from ssl_bench.engine import baselines
 
-    T._BASELINES.clear()
-    caplog.set_level(logging.INFO, logger="ssl_bench.engine.train")
+    baselines.clear()
+    caplog.set_level(logging.INFO, logger="ssl_bench.engine.baselines")
 
     def init_rows(*extra):
         caplog.clear()
@@ -190,6 +190,6 @@ def test_random_init_baseline_is_computed_once_per_weights_and_eval_settings(tin
     _, reused_d = init_rows("method=byol", "seed=1")
     assert not reused_c and not reused_d
     # the cached rows are what a fresh computation gives
-    T._BASELINES.clear()
+    baselines.clear()
     fresh, reused_e = init_rows("method=byol", "data.n_local=0")
     assert not reused_e and fresh == a

@@ -1,14 +1,12 @@
 """The training loop shared by every method."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
 import random
 import shutil
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
 from ssl_bench.data.loader import mix_seeds, run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
+from ssl_bench.engine import baselines
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -344,40 +343,12 @@ class Trainer:
         return rows
 
     def evaluate_baseline(self, splits: DataSplits, names: list[str]) -> list[dict]:
-        """The ``@init`` rows: the same evaluations of the run's backbone at random initialisation.
-        Runs in one process that share the initial encoder weights and every setting the evaluations
-        read (a sweep over methods, the integration tests) compute them once: the result is kept per
-        fingerprint of (weights, dataset, data, eval, backbone, seed, precision, device)."""
+        """The ``@init`` rows: the same evaluations of the run's backbone at random initialisation,
+        computed once per process for the same initial weights and evaluation settings (``baselines``)."""
         encoder = build_method(self.cfg).to(self.device).encoder()
-        key = _baseline_key(encoder, self.cfg, names, self.device)
-        if key in _BASELINES:
-            _BASELINES.move_to_end(key)
-            log.info("random-init baseline: same initial weights and evaluation settings as an earlier run in "
-                     "this process, its rows reused")
-            return [dict(r) for r in _BASELINES[key]]
-        rows = [{**r, "eval": f"{r['eval']}@init"} for r in self.evaluate(encoder, splits, names)]
-        _BASELINES[key] = [dict(r) for r in rows]
-        while len(_BASELINES) > 16:
-            _BASELINES.popitem(last=False)
-        return rows
-
-
-_BASELINES: "OrderedDict[str, list[dict]]" = OrderedDict()
-_TRAIN_ONLY_DATA = ("n_global", "n_local", "local_size", "global_scale", "local_scale", "blur", "solarize", "augment",
-                    "device_load_size", "normalize_on_device")
-
-
-def _baseline_key(encoder: nn.Module, cfg: RunConfig, names: list[str], device: torch.device) -> str:
-    h = hashlib.sha1()
-    for k, v in encoder.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    # the data fields only the training crops read are left out (a DINO and a BYOL run with other crops
-    # share the baseline); everything else, including every eval.* key, must match
-    data = replace(cfg.data, **{f: None for f in _TRAIN_ONLY_DATA})
-    settings = (cfg.dataset, data, cfg.eval, cfg.backbone, cfg.seed, cfg.precision, str(device), list(names))
-    h.update(repr(settings).encode())
-    return h.hexdigest()
+        return baselines.get_or_compute(
+            baselines.key(encoder, self.cfg, names, self.device),
+            lambda: [{**r, "eval": f"{r['eval']}@init"} for r in self.evaluate(encoder, splits, names)])
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
