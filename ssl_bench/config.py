@@ -147,6 +147,7 @@ class RunConfig:
     checkpoint_every_steps: int = 0  # >0: also checkpoint every N steps (resume mid-epoch)
     deterministic: bool = False
     compile: bool = False  # torch.compile every backbone (in place; checkpoints keep their keys)
+    keep_cpu_memory: bool = True  # glibc: keep freed memory in the heap (no page faults per step); process-wide
     progress: bool = True
     launcher: str = choice("local", ["local", "slurm"])
     nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)

@@ -1,5 +1,10 @@
 """Each speed option computes the same thing as the plain path: channels_last ResNets, uint8 crops
-normalised on the device, and ``compile=true`` (compiled engine step vs eager)."""
+normalised on the device, and ``compile=true`` (compiled engine step vs eager); and keep_cpu_memory
+stops the page faults it is for."""
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +48,7 @@ def test_uint8_crops_normalised_on_device_equal_float_crops():
     norm = device_normalizer(MEAN, STD, torch.device("cpu"))
     for f, u in zip(floats, uint8s):
         assert u.dtype == torch.uint8 and f.dtype == torch.float32 and u.shape == f.shape
-        assert torch.allclose(norm(u[None])[0], f, atol=1e-5)
+        torch.testing.assert_close(norm(u[None])[0], f, rtol=0, atol=1e-6)
 
 
 def test_engine_step_takes_uint8_views():
@@ -88,3 +93,43 @@ def test_compiled_step_equals_eager():
     for k in sd_eager:
         if sd_eager[k].is_floating_point():
             assert torch.allclose(sd_comp[k], sd_eager[k], atol=1e-4, rtol=1e-3), k
+
+
+_FAULTS = """
+import resource, sys, torch
+if sys.argv[1] == "keep":
+    from ssl_bench.engine.allocator import keep_freed_memory
+    assert keep_freed_memory()
+def step():  # the big activations of a grouped multi-crop step: tensors above glibc's 32 MiB mmap cap
+    xs = [torch.ones(mib * 2**20 // 4) for mib in (40, 51, 40, 13)]
+    del xs
+for _ in range(4):  # warm-up: the heap grows to the step's peak
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(6):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_keep_cpu_memory_stops_page_faults_of_repeated_large_tensors():
+    """keep_cpu_memory (on by default): after warm-up, steps that make and free 144 MiB of large tensors
+    fault no pages in; with glibc's defaults every step maps, faults in and unmaps the 131 MiB above 32 MiB."""
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
+                                       check=True).stdout.split()[-1]) for mode in ("default", "keep")}
+    pages_per_step = (40 + 51 + 40) * 2**20 // 4096
+    assert faults["default"] >= 6 * pages_per_step * 0.9, faults
+    assert faults["keep"] < pages_per_step // 10, faults
+
+
+def test_trainer_applies_keep_cpu_memory_unless_switched_off(monkeypatch):
+    from ssl_bench.engine import train
+    from ssl_bench.engine.train import Trainer
+
+    calls = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: calls.append(1))
+    Trainer(build_config(TINY + ["method=simclr"]))
+    assert len(calls) == 1
+    Trainer(build_config(TINY + ["method=simclr", "keep_cpu_memory=false"]))
+    assert len(calls) == 1

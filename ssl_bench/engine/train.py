@@ -22,6 +22,7 @@ from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
 from ssl_bench.engine import baselines
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
+from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method, StepState
@@ -122,14 +123,11 @@ def compile_backbones(method: nn.Module) -> int:
 
 
 def device_normalizer(mean, std, dev: torch.device):
-    """uint8 (B, C, H, W) crops -> normalised float on ``dev`` (``data.normalize_on_device``)."""
-    m = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255.0
+    """uint8 (B, C, H, W) crops -> normalised float on ``dev`` (``data.normalize_on_device``): the
+    evaluation path's :func:`~ssl_bench.data.datasets.normalize_batch`, the loader's per-crop arithmetic."""
+    from ssl_bench.data.datasets import normalize_batch
 
-    def f(v: torch.Tensor) -> torch.Tensor:
-        return (v.float() - m) / s
-
-    return f
+    return lambda v: normalize_batch(v.to(dev), mean, std)
 
 
 def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
@@ -222,6 +220,8 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.cfg.keep_cpu_memory:
+            keep_freed_memory()
 
     # -- data ------------------------------------------------------------------------------------
     def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0, end_epoch: int | None = None):
