@@ -5,7 +5,7 @@ glibc serves an allocation above its mmap threshold (which adapts, up to 32 MiB 
 every page in again (the kernel zeroes each one). Forwarding all crops of one resolution as one batch
 makes exactly such tensors (ViT-tiny, 768 local crops: 40 MiB MLP activations), so the grouped step
 spent its gain on page faults: ~330,000 minor faults per DINO step at the benchmark setting, ~0 with
-this setting (``benchmarks/throughput.py``, README). PyTorch has no caching allocator on the CPU;
+this setting (``benchmarks/allocator.py``, README). PyTorch has no caching allocator on the CPU;
 jemalloc or tcmalloc through ``LD_PRELOAD`` do the same job, this needs no install.
 """
 from __future__ import annotations
