@@ -50,6 +50,20 @@ def test_same_seed_same_crops_other_seed_and_other_image_differ():
     assert torch.equal(torch.rand(1), r0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
+    dev = torch.device("cuda")
+    aug = DeviceMultiCrop(ViewSpec(2, 2), 32, 16, mean=MEAN, std=STD).to(dev)
+    x = _images(8).to(dev)
+    a, b = aug(x, seed=5), aug(x, seed=5)
+    assert all(u.is_cuda and torch.equal(u, v) for u, v in zip(a, b))
+    torch.cuda.manual_seed(1)
+    r0 = torch.rand(4, device=dev)
+    torch.cuda.manual_seed(1)
+    aug(x, seed=5)
+    assert torch.equal(torch.rand(4, device=dev), r0)
+
+
 def test_greyscale_probability_matches_the_policy():
     """p(grey) = 0.2 per crop: channels exactly equal only then (colour jitter keeps colour)."""
     aug = DeviceMultiCrop(ViewSpec(1, 0), 32, 16, mean=(0.5,) * 3, std=(0.5,) * 3, blur=False)

@@ -88,8 +88,14 @@ class DeviceMultiCrop(nn.Module):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"DeviceMultiCrop wants a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
         x = images.float().div_(255.0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # Seeded per step so a resumed run draws the same crops; the caller's random streams (CPU, and
+        # this GPU's when the batch is on one) are restored afterwards.
+        cuda = images.device.type == "cuda"
+        with torch.random.fork_rng(devices=[images.device] if cuda else [], device_type="cuda"):
+            torch.default_generator.manual_seed(seed)  # kornia draws its parameters on the CPU
+            if cuda:
+                with torch.cuda.device(images.device):
+                    torch.cuda.manual_seed(seed)
             crops = [(self.global1 if i % 2 == 0 else self.global2)(x) for i in range(self.spec.n_global)]
             crops += [self.local(x) for _ in range(self.spec.n_local)]
         return [((c.clamp_(0.0, 1.0) - self.mean) / self.std).contiguous() for c in crops]
