@@ -31,15 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def one(a, over: list[str]) -> dict:
     import torch
 
-    from throughput import defaults, LOCAL, Suite, load_images
+    from throughput import Suite, bench_overrides, load_images
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import resolve
 
-    method = next((o.split("=", 1)[1] for o in over if o.startswith("method=")), "dino")
-    rest = [o for o in over if not o.startswith("method=")]
-    if not any(o.startswith("data.n_local=") for o in rest):
-        rest.append(f"data.n_local={LOCAL.get(method, 0)}")
-    cfg = resolve(build_config(defaults(rest) + [f"method={method}"] + rest))
+    method, full = bench_overrides(over)
+    cfg = resolve(build_config(full))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     suite = Suite(cfg, load_images(a.images))  # builds the Trainer: applies keep_cpu_memory or not

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import write_csv  # noqa: E402
-from throughput import defaults, LOCAL, ROOT, Suite, load_images, timed  # noqa: E402
+from throughput import ROOT, Suite, bench_overrides, load_images, timed  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
 
@@ -39,11 +39,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--out", default="options.csv", help="file name under results/benchmarks/")
     a = p.parse_args()
-    method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
-    over = [o for o in a.overrides if not o.startswith("method=")]
-    if not any(o.startswith("data.n_local=") for o in over):
-        over.append(f"data.n_local={LOCAL.get(method, 0)}")
-    base = defaults(over) + [f"method={method}"] + over
+    method, base = bench_overrides(a.overrides)
+    over = base[base.index(f"method={method}") + 1:]  # the overrides, with the method's local crops
     images = load_images(a.images)
     rows = []
     for option in [o.strip() for o in a.options.split(";") if o.strip()]:

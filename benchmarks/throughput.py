@@ -57,6 +57,16 @@ def defaults(over: list[str]) -> list[str]:
     return [d for d in DEFAULTS if not (resnet and d.startswith("backbone.depth="))]
 
 
+def bench_overrides(overrides: list[str], method: str = "dino") -> tuple[str, list[str]]:
+    """The one method a benchmark script runs (``method=`` in ``overrides``, else ``method``) and its full
+    override list: DEFAULTS, the method, its local crops (LOCAL, unless ``data.n_local=`` is given), the rest."""
+    method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), method)
+    rest = [o for o in overrides if not o.startswith("method=")]
+    if not any(o.startswith("data.n_local=") for o in rest):
+        rest.append(f"data.n_local={LOCAL.get(method, 0)}")
+    return method, defaults(rest) + [f"method={method}"] + rest
+
+
 # -- data -----------------------------------------------------------------------------------------
 def load_images(n: int) -> list[Image.Image]:
     if (CIFAR / "train").is_dir():

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csvout import write_csv  # noqa: E402
-from throughput import CIFAR, LOCAL, ROOT, Peer, Suite, defaults  # noqa: E402
+from throughput import CIFAR, ROOT, Peer, Suite, bench_overrides  # noqa: E402
 
 
 def encoder_of(side) -> torch.nn.Module:
@@ -64,10 +64,8 @@ def main() -> None:
     from ssl_bench.data.datasets import ListDataset, build_datasets, targets_of
     from ssl_bench.engine.train import resolve
 
-    method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
-    over = [o for o in a.overrides if not o.startswith("method=")]
-    extra = [f"data.n_local={LOCAL.get(method, 0)}"] if not any(o.startswith("data.n_local=") for o in over) else []
-    cfg = resolve(build_config(defaults(over) + [f"method={method}", *extra, *over]))
+    method, full = bench_overrides(a.overrides)
+    cfg = resolve(build_config(full))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     # read once: the pre-training images are the k-NN bank; every evaluation reuses both in memory
