@@ -222,10 +222,11 @@ class EvalImage:
         return self.slow(img).as_subclass(torch.Tensor)
 
 
-def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize_batch(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+                    std: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float normalised, the same arithmetic as ``eval_transform`` per image."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)  # no copy when already there
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.float().div_(255.0).sub_(m).div_(s)
 
 

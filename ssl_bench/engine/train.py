@@ -127,7 +127,8 @@ def device_normalizer(mean, std, dev: torch.device):
     evaluation path's :func:`~ssl_bench.data.datasets.normalize_batch`, the loader's per-crop arithmetic."""
     from ssl_bench.data.datasets import normalize_batch
 
-    return lambda v: normalize_batch(v.to(dev), mean, std)
+    m, s = (torch.tensor(t, dtype=torch.float32, device=dev) for t in (mean, std))  # once, not per step
+    return lambda v: normalize_batch(v.to(dev), m, s)
 
 
 def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
