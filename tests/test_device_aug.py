@@ -64,6 +64,21 @@ def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
     assert torch.equal(torch.rand(4, device=dev), r0)
 
 
+def test_one_pipeline_call_per_policy_and_each_crop_drawn_afresh():
+    """Crops of one policy are drawn in one kornia call (its ~2,000 small ops are per call, not per
+    image): 4 globals + 6 locals make three calls, and two crops of the same image from one call differ."""
+    aug = DeviceMultiCrop(ViewSpec(4, 6), 32, 16, mean=MEAN, std=STD)
+    calls = {"global1": 0, "global2": 0, "local": 0}
+    for name in calls:
+        getattr(aug, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    crops = aug(_images(8), seed=3)
+    assert calls == {"global1": 1, "global2": 1, "local": 1}
+    assert [tuple(c.shape) for c in crops] == [(8, 3, 32, 32)] * 4 + [(8, 3, 16, 16)] * 6
+    assert all(c.is_contiguous() for c in crops)
+    for i, j in [(0, 2), (1, 3), (4, 5), (4, 9)]:  # same policy, same images: different crops per image
+        assert all(not torch.equal(crops[i][k], crops[j][k]) for k in range(8)), (i, j)
+
+
 def test_greyscale_probability_matches_the_policy():
     """p(grey) = 0.2 per crop: channels exactly equal only then (colour jitter keeps colour)."""
     aug = DeviceMultiCrop(ViewSpec(1, 0), 32, 16, mean=(0.5,) * 3, std=(0.5,) * 3, blur=False)

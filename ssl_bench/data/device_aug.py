@@ -96,6 +96,17 @@ class DeviceMultiCrop(nn.Module):
             if cuda:
                 with torch.cuda.device(images.device):
                     torch.cuda.manual_seed(seed)
-            crops = [(self.global1 if i % 2 == 0 else self.global2)(x) for i in range(self.spec.n_global)]
-            crops += [self.local(x) for _ in range(self.spec.n_local)]
-        return [((c.clamp_(0.0, 1.0) - self.mean) / self.std).contiguous() for c in crops]
+            # One pipeline call per policy, not per crop: a kornia call is ~2,000 small tensor ops
+            # (parameter draws, masks, colour conversions) whatever the batch size, so the same-policy
+            # crops (the locals; the 1st/3rd/... and 2nd/4th/... globals) go through it as one
+            # batch of repeated images and are split afterwards
+            crops: list[Tensor | None] = [None] * (self.spec.n_global + self.spec.n_local)
+            groups = [(self.global1, range(0, self.spec.n_global, 2)), (self.global2, range(1, self.spec.n_global, 2)),
+                      (self.local, range(self.spec.n_global, len(crops)))]
+            for pipe, idx in groups:
+                if len(idx):
+                    out = pipe(x.repeat(len(idx), 1, 1, 1) if len(idx) > 1 else x)
+                    out = (out.clamp_(0.0, 1.0) - self.mean) / self.std
+                    for i, c in zip(idx, out.split(x.shape[0])):  # dim-0 chunks: contiguous
+                        crops[i] = c
+        return crops
