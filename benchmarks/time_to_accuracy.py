@@ -6,9 +6,11 @@ lightly loop (the peer of ``benchmarks/throughput.py``), same backbone, crops, b
 Pre-training images: the protocol's 10,000 (first 1,000 sorted files per class of ../shared/data/cifar10
 train/); k-NN bank = those images, queries = the first ``--queries / 10`` test images per class, k = 20,
 T = 0.07, encoder = the method's evaluation network (DINO: the teacher backbone). Each side trains in
-checkpointed slices until its cumulative training time reaches each budget (evaluation time excluded),
-then its encoder is evaluated. Writes ``results/benchmarks/time_to_accuracy.csv`` (rows of other
-methods and configs kept; the overrides in its ``config`` column).
+slices of ``--slice`` steps, the two sides alternating (the one with less training time so far goes
+next, so drift and other load hit both alike), until its cumulative training time reaches each budget
+(evaluation time excluded); then both encoders are evaluated. Writes
+``results/benchmarks/time_to_accuracy.csv`` (rows of other methods and configs kept; the overrides in its
+``config`` column).
 """
 from __future__ import annotations
 
@@ -77,22 +79,29 @@ def main() -> None:
     budgets = sorted(float(b) for b in a.budgets.split(","))
     config = " ".join(a.overrides + [f"--per-class {a.per_class}", f"--queries {a.queries}"])
     rows = []
-    for label, cls in (("suite", Suite), ("peer", Peer)):
-        side = cls(cfg, images)
-        init = evaluate(encoder_of(side))
-        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0, "knn_top1": init,
-                     "config": config})
-        spent, images_seen = 0.0, 0
-        for b in budgets:
-            while spent < b:
-                t = time.perf_counter()
-                side.run(a.slice)
-                spent += time.perf_counter() - t
-                images_seen += a.slice * cfg.optim.batch_size
+    # Both sides live in one process and train in alternating slices (whichever has had less training
+    # time goes next), so machine drift and other load on the machine hit both alike, as in throughput.py
+    sides = {label: cls(cfg, images) for label, cls in (("suite", Suite), ("peer", Peer))}
+    spent = {label: 0.0 for label in sides}
+    seen = {label: 0 for label in sides}
+    init = {}
+    for label, side in sides.items():
+        init[label] = evaluate(encoder_of(side))
+        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0,
+                     "knn_top1": init[label], "config": config})
+    for b in budgets:
+        while min(spent.values()) < b:
+            label = min((v, k) for k, v in spent.items() if v < b)[1]
+            t = time.perf_counter()
+            sides[label].run(a.slice)
+            spent[label] += time.perf_counter() - t
+            seen[label] += a.slice * cfg.optim.batch_size
+        for label, side in sides.items():
             acc = evaluate(encoder_of(side))
-            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent, "images": images_seen,
-                         "knn_top1": acc, "config": config})
-            print(f"{label}: {spent:.0f} s of training, {images_seen} images, k-NN top-1 {acc:.4f} (init {init:.4f})", flush=True)
+            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent[label],
+                         "images": seen[label], "knn_top1": acc, "config": config})
+            print(f"{label}: {spent[label]:.0f} s of training, {seen[label]} images, k-NN top-1 {acc:.4f} "
+                  f"(init {init[label]:.4f})", flush=True)
     write_csv(ROOT / "results" / "benchmarks" / "time_to_accuracy.csv", rows, replace_by=("method", "config"))
 
 
