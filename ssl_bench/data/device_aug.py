@@ -5,12 +5,13 @@ cost); the engine draws every crop of the whole batch at once, on the training d
 as :class:`ssl_bench.data.multicrop.MultiCropTransform` (random resized crop, flip, colour jitter with
 torchvision's formulas, greyscale, blur and solarisation with the paper's per-view probabilities),
 with three documented differences: crops are resampled bicubic without antialiasing (one batched
-warp), the order of the four jitter operations is drawn once per batch instead of per image, and images
-are first brought to one size (``data.device_load_size``, default ``data.global_size``; shorter side +
-centre crop) so they batch.
+warp), the order of the four jitter operations is drawn once per pipeline call (one per crop policy:
+first global, second global, locals) instead of per image, and images are first brought to one size
+(``data.device_load_size``, default ``data.global_size``; shorter side + centre crop) so they batch.
 
-Randomness comes from a CPU generator state seeded by (seed, step, rank) for each batch, so a
-resumed run draws the very crops the uninterrupted run drew, and each rank draws its own.
+Randomness comes from the default generators (the CPU's, and the GPU's when the batch is on one: kornia
+draws its parameters where the module lives) seeded by (seed, step, rank) for each batch and restored
+afterwards, so a resumed run draws the very crops the uninterrupted run drew, and each rank draws its own.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class DeviceMultiCrop(nn.Module):
         # this GPU's when the batch is on one) are restored afterwards.
         cuda = images.device.type == "cuda"
         with torch.random.fork_rng(devices=[images.device] if cuda else [], device_type="cuda"):
-            torch.default_generator.manual_seed(seed)  # kornia draws its parameters on the CPU
+            torch.default_generator.manual_seed(seed)  # kornia draws its parameters where it lives
             if cuda:
                 with torch.cuda.device(images.device):
                     torch.cuda.manual_seed(seed)
