@@ -25,8 +25,9 @@ part() {
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch, timm, lightly, kornia; print('torch', torch.__version__, 'timm', timm.__version__, 'lightly', lightly.__version__)"
-# 0. the GPU-only tests (device crops seeded per step, the GPU's random stream left alone)
-part 90 python3 -m pytest -q -p no:cacheprovider tests/test_device_aug.py
+# 0. the GPU-only tests (device crops seeded per step, the GPU's random stream left alone; no host-device
+#    sync inside the engine step, every method)
+part 90 python3 -m pytest -q -p no:cacheprovider tests/test_device_aug.py tests/test_cuda_sync.py
 # 1. the full loop, suite vs peer, bf16 (the GPU setting), with MFU
 part 140 python3 benchmarks/throughput.py $DINO precision=bf16 data.augment=device --rounds 3 --steps 10 --warmup 5 \
     --images 4096 --no-loader --out throughput_gpu.csv
