@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import write_csv  # noqa: E402
-from throughput import defaults, LOCAL, MEAN, STD, Peer, Suite, load_images, sync  # noqa: E402
+from throughput import MEAN, STD, Peer, Suite, bench_overrides, load_images, sync  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
 
@@ -62,9 +62,7 @@ def main() -> None:
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import resolve
 
-    method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
-    over = defaults(a.overrides) + [f"method={method}"] + ([f"data.n_local={LOCAL[method]}"] if method in LOCAL else [])
-    over += [o for o in a.overrides if not o.startswith("method=")]
+    method, over = bench_overrides(a.overrides)
     cfg = resolve(build_config(over))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

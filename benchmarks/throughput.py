@@ -363,15 +363,14 @@ def main() -> None:
     a = p.parse_args()
     over = [o for o in a.overrides if not o.startswith("method=")]
     methods = next((o.split("=", 1)[1].split(",") for o in a.overrides if o.startswith("method=")), METHODS)
-    if a.one:
-        print("RESULT " + json.dumps(one_method(a, defaults(over) + [f"method={methods[0]}"] + over)))
+    if a.one:  # the parent passes one method=
+        print("RESULT " + json.dumps(one_method(a, bench_overrides(a.overrides)[1])))
         return
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
     rows = []
     for m in methods:
-        extra = [f"data.n_local={LOCAL.get(m, 0)}"] if not any(o.startswith("data.n_local=") for o in over) else []
-        cmd = [sys.executable, __file__, "--one", f"method={m}", *extra, *over, "--rounds", str(a.rounds),
+        cmd = [sys.executable, __file__, "--one", f"method={m}", *over, "--rounds", str(a.rounds),
                "--steps", str(a.steps), "--warmup", str(a.warmup), "--images", str(a.images)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -91,7 +91,7 @@ def main() -> None:
                      "knn_top1": init[label], "config": config})
     for b in budgets:
         while min(spent.values()) < b:
-            label = min((v, k) for k, v in spent.items() if v < b)[1]
+            label = min(spent, key=spent.get)
             t = time.perf_counter()
             sides[label].run(a.slice)
             spent[label] += time.perf_counter() - t
