@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csvout import write_csv  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,10 @@ def one(a, over: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--rounds", type=at_least(1), default=3)
+    p.add_argument("--steps", type=at_least(1), default=3)
+    p.add_argument("--warmup", type=at_least(0), default=2)
+    p.add_argument("--images", type=at_least(1), default=512)
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:

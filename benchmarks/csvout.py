@@ -22,3 +22,19 @@ def write_csv(path: Path, rows: list[dict], replace_by: tuple[str, ...] = ()) ->
     w.writerow(cols)
     w.writerows([f"{r[c]:.4g}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows)
     write_text(path, buf.getvalue())
+
+
+def at_least(low: int):
+    """An argparse ``type``: an integer >= ``low``, else a one-line error naming the value and what is valid."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: give an integer >= {low}")
+        return v
+
+    return parse

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csvout import write_csv  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 from throughput import ROOT, Suite, bench_overrides, load_images, timed  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
@@ -33,10 +33,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*")
     p.add_argument("--options", default=OPTIONS)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--rounds", type=at_least(1), default=5)
+    p.add_argument("--steps", type=at_least(1), default=4)
+    p.add_argument("--warmup", type=at_least(0), default=2)
+    p.add_argument("--images", type=at_least(1), default=512)
     p.add_argument("--out", default="options.csv", help="file name under results/benchmarks/")
     a = p.parse_args()
     method, base = bench_overrides(a.overrides)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csvout import write_csv  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 from throughput import MEAN, STD, Peer, Suite, bench_overrides, load_images, sync  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
@@ -53,9 +53,9 @@ def profile(suite, n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("overrides", nargs="*")
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=1)
-    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--rounds", type=at_least(1), default=6)
+    ap.add_argument("--steps", type=at_least(1), default=1)
+    ap.add_argument("--images", type=at_least(1), default=512)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--profile", type=int, default=0, help="also profile N full suite steps (loader included)")
     a = ap.parse_args()

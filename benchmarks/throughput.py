@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from csvout import write_csv  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from csvout import at_least, write_csv  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -102,6 +102,8 @@ class Suite:
 
         self.trainer = Trainer(cfg)
         self.cfg = cfg = self.trainer.cfg
+        if len(images) < cfg.optim.batch_size:
+            raise SystemExit(f"--images {len(images)} is fewer than one batch: give at least optim.batch_size={cfg.optim.batch_size}")
         dev = self.trainer.device
         self.splits = DataSplits(ListDataset(images, [0] * len(images)), ListDataset(images[:1], [0]), 10, MEAN, STD)
         self.method = build_method(cfg).to(dev)
@@ -117,7 +119,8 @@ class Suite:
             views, _ = next(self.batches)
             out, *_ = self.step_fn(views, self.step, self.step // self.spe)
             self.step += 1
-        out["loss"].detach().item()  # one sync at the end, as the engine does per epoch
+        if n:
+            out["loss"].detach().item()  # one sync at the end, as the engine does per epoch
 
 
 # -- the peer: each method the way lightly's docs write it -----------------------------------------
@@ -255,7 +258,8 @@ class Peer:
                 self.student[1].cancel_last_layer_gradients(current_epoch=self.epoch)
             self.opt.step()
             self.opt.zero_grad()
-        loss.detach().item()
+        if n:
+            loss.detach().item()
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -352,10 +356,10 @@ def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int =
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*", help="key=value; method=a,b selects methods")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--rounds", type=at_least(1), default=5)
+    p.add_argument("--steps", type=at_least(1), default=4)
+    p.add_argument("--warmup", type=at_least(0), default=2)
+    p.add_argument("--images", type=at_least(1), default=1024)
     p.add_argument("--workers", default="0,1,2")
     p.add_argument("--no-loader", action="store_true")
     p.add_argument("--out", default="throughput.csv", help="file name under results/benchmarks/")
@@ -391,7 +395,8 @@ def main() -> None:
     if not a.no_loader:
         lrows = loader_speed(defaults(over) + ["method=dino", "data.n_local=6", *over], [int(w) for w in a.workers.split(",")],
                              load_images(a.images))
-        write_csv(out / "loader.csv", lrows)
+        # the default run owns loader.csv; a run with its own --out keeps its loader rows beside it
+        write_csv(out / ("loader.csv" if a.out == "throughput.csv" else f"{Path(a.out).stem}_loader.csv"), lrows)
         for r in lrows:
             print(f"loader alone, {r['workers']} workers ({r['crops']}): {r['images_per_s']:.1f} images/s")
     for r in rows:
