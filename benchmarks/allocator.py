@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def one(a, over: list[str]) -> dict:
     import torch
 
-    from throughput import Suite, bench_overrides, load_images
+    from bench import Suite, bench_overrides, load_images
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import resolve
 

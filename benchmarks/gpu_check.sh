@@ -31,6 +31,10 @@ part 90 python3 -m pytest -q -p no:cacheprovider tests/test_device_aug.py tests/
 # 1. the full loop, suite vs peer, bf16 (the GPU setting), with MFU
 part 140 python3 benchmarks/throughput.py $DINO precision=bf16 data.augment=device --rounds 3 --steps 10 --warmup 5 \
     --images 4096 --no-loader --out throughput_gpu.csv
+# 1b. the loop with 2 loader workers instead of nproc-2: with crops drawn on the GPU the workers only ship
+#     uint8 images, and 14 of them may take CPU from the process that launches the kernels
+part 60 python3 benchmarks/options.py $DINO precision=bf16 data.augment=device --options "data.num_workers=2" \
+    --rounds 3 --steps 8 --warmup 4 --images 2048 --out options_gpu_workers.csv
 # 2. bf16 against fp32, then torch.compile on top of bf16
 part 75 python3 benchmarks/options.py $DINO data.augment=device --options "precision=bf16" --rounds 3 --steps 5 \
     --warmup 3 --images 1024 --out options_gpu_bf16.csv

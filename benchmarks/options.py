@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import at_least, write_csv  # noqa: E402
-from throughput import ROOT, Suite, bench_overrides, load_images, timed  # noqa: E402
+from bench import ROOT, Suite, bench_overrides, load_images, timed  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
 

@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import at_least, write_csv  # noqa: E402
-from throughput import MEAN, STD, Peer, Suite, bench_overrides, load_images, sync  # noqa: E402
+from bench import MEAN, STD, Suite, bench_overrides, load_images, sync  # noqa: E402
+from peer import Peer  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
 

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csvout import write_csv  # noqa: E402
-from throughput import CIFAR, ROOT, Peer, Suite, bench_overrides  # noqa: E402
+from bench import CIFAR, ROOT, Suite, bench_overrides  # noqa: E402
+from peer import Peer  # noqa: E402
 
 
 def encoder_of(side) -> torch.nn.Module:
