@@ -78,7 +78,10 @@ def test_two_task_ddp_job_equals_one_process(tmp_path):
 @needs_cluster
 def test_requeued_job_resumes_with_one_result(tmp_path):
     epochs = 40  # 200 steps: long enough that the requeue lands mid-training
-    cfg = build_config(TINY_RUN + [f"optim.epochs={epochs}", "checkpoint_every_steps=2", "launcher=slurm",
+    # crops drawn batched (data.augment=device, seeded per step): a third of the time of per-image PIL crops
+    # here; resuming the PIL loader mid-epoch is covered in-process by tests/test_engine.py
+    fast = ["data.augment=device"]
+    cfg = build_config(TINY_RUN + fast + [f"optim.epochs={epochs}", "checkpoint_every_steps=2", "launcher=slurm",
                                    "cluster=local", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
     job, run = submit_run(cfg)
     deadline = time.time() + 120
@@ -111,7 +114,7 @@ def test_requeued_job_resumes_with_one_result(tmp_path):
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
     print(f"checkpoint at step {ck['step']} when requeued; at most checkpoint_every_steps=2 steps redone")
     # the requeued run ends exactly where an uninterrupted run ends
-    train(build_config(TINY_RUN + [f"optim.epochs={epochs}", f"run_dir={tmp_path / 'ref'}"]))
+    train(build_config(TINY_RUN + fast + [f"optim.epochs={epochs}", f"run_dir={tmp_path / 'ref'}"]))
     a, b = _state(tmp_path / "ref"), _state(run.path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
