@@ -1,4 +1,5 @@
-"""CSV output shared by the benchmark scripts (temp file + rename, floats to 4 significant digits)."""
+"""What the benchmark scripts share without importing torch: CSV output (temp file + rename, floats to 4
+significant digits) and the check of their count arguments."""
 from __future__ import annotations
 
 import csv

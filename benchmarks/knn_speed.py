@@ -17,16 +17,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from csvout import at_least  # noqa: E402
 from ssl_bench.atomic import write_text  # noqa: E402
 from ssl_bench.evals.knn import knn_accuracy  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--bank", type=int, default=50_000)
-    p.add_argument("--queries", type=int, default=10_000)
-    p.add_argument("--dim", type=int, default=192)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bank", type=at_least(1), default=50_000)
+    p.add_argument("--queries", type=at_least(1), default=10_000)
+    p.add_argument("--dim", type=at_least(1), default=192)
+    p.add_argument("--repeats", type=at_least(1), default=3)
     a = p.parse_args()
     g = torch.Generator().manual_seed(0)
     xtr, xte = torch.randn(a.bank, a.dim, generator=g), torch.randn(a.queries, a.dim, generator=g)

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csvout import write_csv  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 from bench import CIFAR, ROOT, Suite, bench_overrides  # noqa: E402
 from peer import Peer  # noqa: E402
 
@@ -53,13 +53,24 @@ def knn_top1(encoder, bank, queries, size: int, mean, std) -> float:
     return knn_accuracy(xtr, ytr, xte, yte, [20])[20]["top1"]
 
 
+def budgets(text: str) -> list[float]:
+    """An argparse ``type``: comma-separated training seconds, each > 0, sorted."""
+    try:
+        out = sorted(float(b) for b in text.split(","))
+    except ValueError:
+        out = []
+    if not out or out[0] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: give seconds > 0, comma-separated (e.g. 300,900)")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--budgets", default="300,900", help="cumulative training seconds at which to evaluate")
-    p.add_argument("--queries", type=int, default=2000)
-    p.add_argument("--slice", type=int, default=5, help="steps between clock checks")
-    p.add_argument("--per-class", type=int, default=1000, help="pre-training / bank images per class (protocol: 1000)")
+    p.add_argument("--budgets", type=budgets, default="300,900", help="cumulative training seconds at which to evaluate")
+    p.add_argument("--queries", type=at_least(10), default=2000)
+    p.add_argument("--slice", type=at_least(1), default=5, help="steps between clock checks")
+    p.add_argument("--per-class", type=at_least(1), default=1000, help="pre-training / bank images per class (protocol: 1000)")
     a = p.parse_args()
     if not (CIFAR / "train").is_dir():
         raise SystemExit(f"needs CIFAR-10 as an ImageFolder tree at {CIFAR}")
@@ -77,7 +88,6 @@ def main() -> None:
     bank, queries = (ListDataset([s[i][0] for i in range(len(s))], targets_of(s)) for s in (splits.train, splits.test))
     images = bank.images
     evaluate = partial(knn_top1, bank=bank, queries=queries, size=cfg.data.global_size, mean=splits.mean, std=splits.std)
-    budgets = sorted(float(b) for b in a.budgets.split(","))
     config = " ".join(a.overrides + [f"--per-class {a.per_class}", f"--queries {a.queries}"])
     rows = []
     # Both sides live in one process and train in alternating slices (whichever has had less training
@@ -90,7 +100,7 @@ def main() -> None:
         init[label] = evaluate(encoder_of(side))
         rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0,
                      "knn_top1": init[label], "config": config})
-    for b in budgets:
+    for b in a.budgets:
         while min(spent.values()) < b:
             label = min(spent, key=spent.get)
             t = time.perf_counter()
