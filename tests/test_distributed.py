@@ -72,7 +72,7 @@ def two_process_results(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_worker, args=(2, port, str(path)), nprocs=2, join=True)
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=True)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -30,7 +30,7 @@ def test_readme_run_command_on_embedded_default(tiny, capsys, tmp_path):
 
 
 def _final_state(run_dir):
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     return ckpt["method"], ckpt["optimizer"]["state"]
 
 
@@ -55,7 +55,7 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch, augment):
     with pytest.raises(KeyboardInterrupt):
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
     monkeypatch.setattr(T, "save_checkpoint", real_save)
-    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
     a, oa = _final_state(tmp_path / "full")
     b, ob = _final_state(tmp_path / "part")
@@ -132,7 +132,7 @@ def test_mid_epoch_resume_with_loader_worker_equals_uninterrupted(tiny, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
     monkeypatch.setattr(T, "save_checkpoint", real_save)
-    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["step"]) == (0, 3)  # inside the first of two 5-step epochs
     train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
     a, _ = _final_state(tmp_path / "full")

@@ -1,6 +1,12 @@
-"""Atomic checkpoints with everything needed to resume bit-for-bit on CPU."""
+"""Atomic checkpoints with everything needed to resume bit-for-bit on CPU.
+
+A checkpoint holds tensors and plain values only (RNG states included: numpy's as a tensor, Python's as
+a tuple of ints), so it loads with ``torch.load(weights_only=True)``: a checkpoint received from
+someone else cannot run code when it is read.
+"""
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -9,10 +15,15 @@ import numpy as np
 import torch
 
 from ssl_bench.atomic import save_torch
+from ssl_bench.errors import UserError
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -20,8 +31,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -34,9 +47,29 @@ def save_checkpoint(path: Path, method: torch.nn.Module, optimizer: torch.optim.
                       "step": step, "rng": rng_state(), "extra": extra or {}})
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents, loaded with ``weights_only=True``; a one-line error names the file when
+    it is not a checkpoint or holds anything but tensors and plain values."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # it names a Python object to build: the code-running kind
+            raise UserError(f"refusing checkpoint {str(path)!r}: it holds objects other than tensors and plain "
+                            "values, and loading them could run code") from None
+        raise UserError(f"cannot read checkpoint {str(path)!r}: not a torch checkpoint ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"cannot read checkpoint {str(path)!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not isinstance(ckpt, dict) or "method" not in ckpt:
+        raise UserError(f"{str(path)!r} is not an ssl-bench checkpoint (no 'method' state)")
+    return ckpt
+
+
 def load_checkpoint(path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    method.load_state_dict(ckpt["method"])
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+    ckpt = read_checkpoint(path)
+    try:
+        method.load_state_dict(ckpt["method"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"checkpoint {str(path)!r} does not fit this run's model: {str(err).splitlines()[0]}") from None
     return ckpt
