@@ -27,12 +27,13 @@ class EvalContext:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, dataset, size: int, mean, std, device: torch.device,
-                     batch_size: int = 256, num_workers: int = 0) -> tuple[Tensor, Tensor]:
+                     batch_size: int = 256, num_workers: int = 0, crop_fraction: float = 1.0,
+                     interpolation: str = "bilinear") -> tuple[Tensor, Tensor]:
     """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode. Images travel
     as uint8 and are normalised per batch on ``device``."""
     was_training = encoder.training
     encoder.eval()
-    ds = TransformDataset(dataset, EvalImage(size))
+    ds = TransformDataset(dataset, EvalImage(size, crop_fraction, interpolation))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats = [encoder(normalize_batch(x.to(device, non_blocking=True), mean, std)).float().cpu() for x, _ in loader]
     encoder.train(was_training)
@@ -46,7 +47,8 @@ def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor
         return ctx.cache[key]
     cfg = ctx.cfg
     size = cfg.data.global_size or cfg.backbone.img_size
-    args = (size, ctx.splits.mean, ctx.splits.std, ctx.device, cfg.eval.batch_size, cfg.data.num_workers)
+    args = (size, ctx.splits.mean, ctx.splits.std, ctx.device, cfg.eval.batch_size, cfg.data.num_workers,
+            cfg.eval.crop_fraction, cfg.eval.interpolation)
     xtr, ytr = extract_features(encoder, ctx.splits.train, *args)
     xte, yte = extract_features(encoder, ctx.splits.test, *args)
     out = (xtr, ytr, xte, yte)

@@ -77,19 +77,29 @@ def fit_linear_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
 
 
-@torch.no_grad()
-def _avgpool_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """CLS token concatenated with the mean patch token (ViT)."""
-    class _Both(nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc = enc
+class ProbeFeatures(nn.Module):
+    """The features DINO's linear evaluation reads from a ViT (eval_linear.py): the CLS tokens of the
+    last ``n_blocks`` blocks concatenated (``eval.linear_last_blocks``), optionally with the mean patch
+    token of the last block (``eval.linear_avgpool``)."""
 
-        def forward(self, x):
-            return torch.cat([self.enc(x), self.enc.patch_features(x).mean(dim=(1, 2))], dim=1)
+    def __init__(self, encoder: nn.Module, n_blocks: int, avgpool: bool) -> None:
+        super().__init__()
+        self.enc, self.n, self.avgpool = encoder, max(n_blocks, 1), avgpool
+        self.embed_dim = encoder.embed_dim * (self.n + int(avgpool))
 
-    both = _Both(encoder)
-    return split_features(both, ctx)
+    def forward(self, x: Tensor) -> Tensor:
+        blocks = self.enc.last_blocks(x, self.n)
+        feats = [cls for _, cls in blocks]
+        if self.avgpool:
+            feats.append(blocks[-1][0].mean(dim=1))
+        return torch.cat(feats, dim=1)
+
+
+def probe_encoder(encoder: nn.Module, cfg) -> nn.Module:
+    """The encoder as the linear probe sees it: ViTs per ``eval.linear_last_blocks`` / ``linear_avgpool``."""
+    if getattr(encoder, "is_vit", False) and (cfg.eval.linear_last_blocks > 0 or cfg.eval.linear_avgpool):
+        return ProbeFeatures(encoder, cfg.eval.linear_last_blocks, cfg.eval.linear_avgpool)
+    return encoder
 
 
 def _augmented_probe(encoder: nn.Module, ctx: EvalContext) -> dict[str, float]:
@@ -128,11 +138,11 @@ def _augmented_probe(encoder: nn.Module, ctx: EvalContext) -> dict[str, float]:
 @register_eval("linear")
 def linear_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     """Linear probe top-1/top-5 on frozen features (C chosen on held-out train data)."""
+    encoder = probe_encoder(encoder, ctx.cfg)
     if ctx.cfg.eval.linear_augmented:
         res = _augmented_probe(encoder, ctx)
     else:
-        use_avg = ctx.cfg.eval.linear_avgpool and getattr(encoder, "is_vit", False)
-        xtr, ytr, xte, yte = _avgpool_features(encoder, ctx) if use_avg else split_features(encoder, ctx)
+        xtr, ytr, xte, yte = split_features(encoder, ctx)
         res = fit_linear_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), ctx.cfg.eval.linear_c_grid,
                                ctx.cfg.seed)
     return [{"eval": "linear", "metric": k, "value": float(v)} for k, v in res.items()]

@@ -111,12 +111,20 @@ def linear_patch_miou(encoder: nn.Module, pairs, size: int, mean, std, train_fra
     return float(np.mean(scores))
 
 
+def seg_resolution(size: int | None, encoder: nn.Module) -> int:
+    """``eval.seg_size``, or by default 14 patches a side for a ViT (DINO's attention maps: 224 px at
+    /16) and 224 px for other backbones."""
+    if size is not None:
+        return size
+    return 14 * encoder.patch_size if getattr(encoder, "is_vit", False) else 224
+
+
 @register_eval("seg")
 def seg_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     """Attention-mask Jaccard (ViT) and linear patch probe mIoU on image + mask pairs."""
     cfg = ctx.cfg
     pairs = _pairs(ctx)
-    size, mean, std = cfg.eval.seg_size, ctx.splits.mean, ctx.splits.std
+    size, mean, std = seg_resolution(cfg.eval.seg_size, encoder), ctx.splits.mean, ctx.splits.std
     patch = getattr(encoder, "patch_size", 1)
     if size % patch:
         raise UserError(f"eval.seg_size={size} must be a multiple of the patch size {patch}")

@@ -5,8 +5,8 @@ to turn a batch of views into a loss (plus what to EMA-update and which schedule
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,10 @@ class Method(nn.Module):
         """The backbone the evaluations use."""
         raise NotImplementedError
 
+    def sync_batchnorm(self) -> bool:
+        """Whether DDP runs use global-batch BatchNorm (False: each process its own statistics)."""
+        return True
+
     def collapsed(self, epoch_metrics: dict[str, float]) -> Optional[bool]:
         """Whether the logged metrics of the last epoch show collapse (None: not diagnosed)."""
         return None
@@ -107,6 +111,19 @@ def ring_enqueue(queue: Tensor, ptr: Tensor, items: Tensor) -> int:
     queue[..., idx, :] = items[..., -n:, :].to(queue.dtype)
     ptr.copy_((ptr + n) % size)
     return n
+
+
+def target_backbone_config(cfg: Any) -> Any:
+    """The backbone config of a target network (DINO teacher, BYOL target, MoCo key encoder): its
+    stochastic depth is ``target_drop_path_rate`` (0, as in the references, whose targets run in
+    train mode without drop path)."""
+    if hasattr(cfg, "target_drop_path_rate"):
+        return replace(cfg, drop_path_rate=cfg.target_drop_path_rate)
+    return cfg
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def make_target(online: nn.Module, builder: Callable[[], nn.Module]) -> nn.Module:

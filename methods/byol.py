@@ -9,10 +9,11 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig
+from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import schedules as S
-from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import (BackboneHead, Method, StepState, make_target, multicrop_forward,
+                                    target_backbone_config)
 from ssl_bench.registry import register_method
 
 
@@ -31,11 +32,10 @@ class BYOLConfig:
     # factor on the scheduled LR for the predictor (1 in the paper; SimSiam, Chen & He 2021, found a
     # predictor that adapts faster than the encoder helps; a lever for short schedules)
     predictor_lr_mult: float = 1.0
+    loss_reduction: str = choice("sum", ["sum", "mean"])  # over loss directions: sum (reference) or mean
 
 
-@register_method("byol", config=BYOLConfig, presets={
-    "default": {"method": {"hidden_dim": 512, "momentum": 0.99}},
-    "cifar10-cpu": {"method": {"hidden_dim": 1024, "momentum": 0.99}}})
+@register_method("byol", config=BYOLConfig)
 class BYOL(Method):
     """BYOL: the online predictor regresses the EMA target's projection of another view."""
 
@@ -43,13 +43,13 @@ class BYOL(Method):
         super().__init__(ViewSpec(2, cfg.n_local))
         self.cfg = cfg
 
-        def build() -> BackboneHead:
-            bb = build_backbone(backbone_cfg)
+        def build(bcfg: BackboneConfig) -> BackboneHead:
+            bb = build_backbone(bcfg)
             return BackboneHead(bb, BYOLProjectionHead(bb.embed_dim, cfg.hidden_dim, cfg.out_dim))
 
-        self.online = build()
+        self.online = build(backbone_cfg)
         self.predictor = BYOLPredictionHead(cfg.out_dim, cfg.hidden_dim, cfg.out_dim)
-        self.target = make_target(self.online, build)
+        self.target = make_target(self.online, lambda: build(target_backbone_config(backbone_cfg)))
         self.criterion = NegativeCosineSimilarity()
 
     def schedules(self) -> dict[str, S.Schedule]:
@@ -67,9 +67,10 @@ class BYOL(Method):
         with torch.no_grad():
             z = multicrop_forward(self.target, views[:n_g])
         pairs = [(v, g) for v in range(len(p)) for g in range(n_g) if v != g]
-        # lightly's NegativeCosineSimilarity is -cos; BYOL's 2 - 2cos differs by an affine map.
-        loss = sum(self.criterion(p[v], z[g]) for v, g in pairs) / len(pairs)
-        return {"loss": 2 + 2 * loss}
+        # lightly's NegativeCosineSimilarity is -cos; BYOL's 2 - 2cos differs by an affine map. The
+        # reference sums the two directions (BYOL §3.1, loss_theta + loss_tilde); "mean" averages them.
+        loss = sum(2 + 2 * self.criterion(p[v], z[g]) for v, g in pairs)
+        return {"loss": loss / len(pairs) if self.cfg.loss_reduction == "mean" else loss}
 
     def encoder(self) -> nn.Module:
         return self.online.backbone

@@ -17,7 +17,8 @@ from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import schedules as S
 from ssl_bench.registry import register_method
-from ssl_bench.methods.base import BackboneHead, Method, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import (BackboneHead, Method, StepState, make_target, multicrop_forward,
+                                    target_backbone_config)
 
 
 @dataclass
@@ -79,25 +80,7 @@ def _make_head(cfg: DINOConfig, in_dim: int) -> DINOProjectionHead:
     )
 
 
-# Short CPU schedules (~100-250 steps). Chosen on CIFAR-10 train images outside the protocol subset:
-# with the paper's head (no BN, teacher 0.04) the teacher output drifts to uniform (entropy -> ln K,
-# KL -> 0) within 2 epochs; BN in the head plus a sharper teacher (0.02) and a faster EMA keep it sharp
-# per image and diverse across images, and the loss falls.
-_SHORT_SCHEDULE = {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "use_bn_in_head": True,
-                   "momentum_teacher": 0.99, "teacher_temp": 0.02, "warmup_teacher_temp": 0.02, "n_local": 4}
-
-
-@register_method(
-    "dino",
-    config=DINOConfig,
-    presets={
-        "default": {"method": _SHORT_SCHEDULE, "optim": {"weight_decay_end": 0.04}},
-        # cifar10-cpu also stops the EMA at 0.99 instead of annealing it to 1: over 234 steps the annealed
-        # teacher froze near its early weights (3,000 validation queries: teacher 0.2573 vs student 0.2873,
-        # init 0.2563); with momentum_teacher_end=0.99 the teacher reaches 0.2817 (student 0.2877).
-        "cifar10-cpu": {"method": {**_SHORT_SCHEDULE, "momentum_teacher_end": 0.99}, "optim": {"weight_decay_end": 0.04}},
-    },
-)
+@register_method("dino", config=DINOConfig)
 class DINO(Method):
     """DINO: the student matches the centred, sharpened teacher (EMA of the student) across crops."""
 
@@ -105,12 +88,12 @@ class DINO(Method):
         super().__init__(ViewSpec(2, cfg.n_local))
         self.cfg = cfg
 
-        def build() -> BackboneHead:
-            bb = build_backbone(backbone_cfg)
+        def build(bcfg: BackboneConfig) -> BackboneHead:
+            bb = build_backbone(bcfg)
             return BackboneHead(bb, _head(cfg, bb.embed_dim))
 
-        self.student = build()
-        self.teacher = make_target(self.student, build)
+        self.student = build(backbone_cfg)
+        self.teacher = make_target(self.student, lambda: build(target_backbone_config(backbone_cfg)))
         # centering=false: momentum 1 keeps lightly's center at its initial zero, so teacher logits
         # are never centred (lightly's DINOLoss has no switch of its own).
         self.criterion = DINOLoss(

@@ -1,4 +1,8 @@
-"""MoCo v2 (Chen et al. 2020, arXiv:2003.04297) and MoCo v3 (Chen, Xie, He, ICCV 2021, arXiv:2104.02057)."""
+"""MoCo v2 (Chen et al. 2020, arXiv:2003.04297) and MoCo v3 (Chen, Xie, He, ICCV 2021, arXiv:2104.02057).
+
+``moco`` is v2 (``method.version=3`` switches to v3); ``moco_v3`` is the same class with v3 as its
+default, so each has recipes of its own (``configs/recipes/moco*/``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +10,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from lightly.models.modules import BYOLPredictionHead, MoCoProjectionHead
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
@@ -14,31 +19,93 @@ from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
-from ssl_bench.methods.base import BackboneHead, Method, ring_enqueue, StepState, make_target, multicrop_forward
+from ssl_bench.methods.base import (BackboneHead, Method, StepState, has_batchnorm, make_target, multicrop_forward,
+                                    ring_enqueue, target_backbone_config)
 from ssl_bench.registry import register_method
 
 
 @dataclass
 class MoCoConfig:
-    """MoCo. v2: 2-layer projector 2048 -> 128, EMA key encoder (0.99 at CIFAR scale, 0.999 ImageNet),
-    queue of negatives (4096 at CIFAR scale, 65536 ImageNet), temperature 0.2.
-    v3: 3-layer BN projector 4096 -> 256 + 2-layer predictor, no queue, in-batch negatives from the
-    global batch, symmetric loss scaled by 2T, temperature 0.2, momentum 0.99 -> 1 (cosine).
-    ``None`` fields take the version's value."""
+    """MoCo. ``None`` fields take the value of the version and backbone.
+
+    v2 (reference ``moco/main_moco.py`` with ``--mlp --moco-t 0.2 --aug-plus --cos``): 2-layer projector
+    2048 -> 128, EMA key encoder 0.999 (constant), queue 65536, temperature 0.2, one loss direction
+    (query of view 1, key of view 2) and the N keys of the batch enqueued per step, shuffle-BN for BN
+    backbones (``moco/builder.py`` ``_batch_shuffle_ddp``). ``symmetric=true`` is solo-learn's MoCo V2+:
+    both directions, averaged, each against a queue of the other view's keys.
+
+    v3 (reference ``moco-v3/moco/builder.py``): projector with BN (3 layers for ViTs, 2 for ResNets)
+    4096 -> 256 whose last BN has no affine parameters, a 2-layer predictor, in-batch negatives over the
+    global batch, loss scaled by 2T and summed over both directions, temperature 0.2 (ViT) / 1.0
+    (ResNet), momentum 0.99 -> 1 (cosine). For ViTs the stability recipe (§4.2, ``vits.py``): a frozen
+    random patch projection and a fixed 2-D sin-cos position embedding.
+    """
 
     name: str = "moco"
     version: int = choice(2, [2, 3])
     hidden_dim: Optional[int] = None  # 2048 (v2) / 4096 (v3)
     out_dim: Optional[int] = None  # 128 (v2) / 256 (v3)
-    temperature: float = 0.2
-    queue_size: int = 4096  # v2 only
-    momentum: Optional[float] = None  # 0.99 (v2, constant) / 0.99 -> 1 cosine (v3)
+    temperature: Optional[float] = None  # 0.2 (v2; v3 ViT) / 1.0 (v3 ResNet)
+    proj_layers: Optional[int] = None  # 2 (v2; v3 ResNet) / 3 (v3 ViT)
+    queue_size: int = 65536  # v2 only
+    momentum: Optional[float] = None  # 0.999 (v2, constant) / 0.99 -> momentum_end cosine (v3)
+    momentum_end: Optional[float] = None  # None: constant (v2) / 1.0 (v3)
+    symmetric: bool = False  # v2: both loss directions (MoCo V2+), one queue per view
+    shuffle_bn: bool = True  # v2 with a BN backbone: keys through shuffled sub-batches
+    shuffle_bn_groups: int = 8  # one process: sub-batches standing for the reference's 8 GPUs
+    loss_reduction: str = choice("sum", ["sum", "mean"])  # v3: sum over directions (reference) or mean
+    vit_frozen_patch_embed: bool = True  # v3 ViT: stop-gradient on the patch projection
+    vit_sincos_pos_embed: bool = True  # v3 ViT: fixed 2-D sin-cos position embedding
     n_local: int = 0
 
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
 
-@register_method("moco", config=MoCoConfig, presets={
-    "default": {"method": {"hidden_dim": 512, "queue_size": 1024}},
-    "cifar10-cpu": {"method": {"hidden_dim": 1024}}})
+        if self.queue_size < 1:
+            raise ConfigError(f"bad value for 'method.queue_size': {self.queue_size}; must be >= 1")
+        if self.shuffle_bn_groups < 1:
+            raise ConfigError(f"bad value for 'method.shuffle_bn_groups': {self.shuffle_bn_groups}; must be >= 1")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ConfigError(f"bad value for 'method.temperature': {self.temperature}; must be > 0")
+
+
+@dataclass
+class MoCoV3Config(MoCoConfig):
+    name: str = "moco_v3"
+    version: int = choice(3, [2, 3])
+
+
+class MoCoV3Projection(ProjectionHead):
+    """MoCo v3's ``_build_mlp``: Linear (no bias) -> BN -> ReLU per hidden layer, a last Linear and a
+    BN without affine parameters (the projector) or nothing (the predictor)."""
+
+    def __init__(self, in_dim: int, hidden: int, out: int, layers: int, last_bn: bool) -> None:
+        dims = [in_dim] + [hidden] * (layers - 1) + [out]
+        blocks = [(dims[i], dims[i + 1], nn.BatchNorm1d(dims[i + 1]), nn.ReLU(), False) for i in range(layers - 1)]
+        blocks.append((hidden, out, nn.BatchNorm1d(out, affine=False) if last_bn else None, None, False))
+        super().__init__(blocks)
+
+
+def sincos_pos_embed_(vit: nn.Module, temperature: float = 10000.0) -> None:
+    """MoCo v3's fixed 2-D sin-cos position embedding (``vits.py`` build_2d_sincos_position_embedding),
+    written into a timm ViT's ``pos_embed`` (class token position zero) and frozen."""
+    h, w = vit.patch_embed.grid_size
+    dim = vit.embed_dim
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
+    grid_w, grid_h = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32),
+                                    indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    out_w, out_h = grid_w.flatten()[:, None] * omega, grid_h.flatten()[:, None] * omega
+    pe = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)[None]
+    n_prefix = vit.pos_embed.shape[1] - pe.shape[1]
+    pe = torch.cat([torch.zeros(1, n_prefix, dim), pe], dim=1)
+    with torch.no_grad():
+        vit.pos_embed.copy_(pe)
+    vit.pos_embed.requires_grad_(False)
+
+
+@register_method("moco", config=MoCoConfig)
 class MoCo(Method):
     """MoCo v2 (EMA key encoder + queue) or v3 (EMA key encoder + predictor, in-batch negatives)."""
 
@@ -48,26 +115,43 @@ class MoCo(Method):
         v3 = cfg.version == 3
         hidden = cfg.hidden_dim or (4096 if v3 else 2048)
         out = cfg.out_dim or (256 if v3 else 128)
-        self.momentum = cfg.momentum if cfg.momentum is not None else 0.99
 
-        def build() -> BackboneHead:
-            bb = build_backbone(backbone_cfg)
-            head = MoCoProjectionHead(bb.embed_dim, hidden, out, num_layers=3 if v3 else 2, batch_norm=v3)
+        def build(bcfg: BackboneConfig) -> BackboneHead:
+            bb = build_backbone(bcfg)
+            if v3 and bb.is_vit:
+                if cfg.vit_sincos_pos_embed:
+                    sincos_pos_embed_(bb.model)
+                if cfg.vit_frozen_patch_embed:
+                    bb.model.patch_embed.proj.requires_grad_(False)
+            if v3:
+                layers = cfg.proj_layers or (3 if bb.is_vit else 2)
+                head = MoCoV3Projection(bb.embed_dim, hidden, out, layers, last_bn=True)
+            else:
+                head = MoCoProjectionHead(bb.embed_dim, hidden, out, num_layers=cfg.proj_layers or 2, batch_norm=False)
             return BackboneHead(bb, head)
 
-        self.query = build()
-        self.key = make_target(self.query, build)
-        self.predictor = BYOLPredictionHead(out, hidden, out) if v3 else None
+        self.query = build(backbone_cfg)
+        self.key = make_target(self.query, lambda: build(target_backbone_config(backbone_cfg)))
+        vit = self.query.backbone.is_vit
+        self.temperature = cfg.temperature or (0.2 if (vit or not v3) else 1.0)
+        self.predictor = MoCoV3Projection(out, hidden, out, 2, last_bn=False) if v3 else None
+        self.shuffle = not v3 and cfg.shuffle_bn and has_batchnorm(self.query.backbone)
         if not v3:
             # Our own queue rather than lightly's MemoryBankModule: lightly keeps its bank out of the
-            # state dict, and a resumed run must continue with the same negatives.
-            self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, out), dim=1))
+            # state dict, and a resumed run must continue with the same negatives. Symmetric: one per view.
+            n_queues = 2 if cfg.symmetric else 1
+            self.register_buffer("queue", F.normalize(torch.randn(n_queues, cfg.queue_size, out), dim=-1))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
+    def sync_batchnorm(self) -> bool:
+        """Shuffle-BN needs each process's own batch statistics (the reference has no SyncBN)."""
+        return not self.shuffle
+
     def schedules(self) -> dict[str, S.Schedule]:
-        if self.cfg.version == 3:
-            return {"momentum": S.cosine(self.momentum, 1.0)}
-        return {"momentum": S.constant(self.momentum)}
+        v3 = self.cfg.version == 3
+        start = self.cfg.momentum if self.cfg.momentum is not None else (0.99 if v3 else 0.999)
+        end = self.cfg.momentum_end if self.cfg.momentum_end is not None else (1.0 if v3 else start)
+        return {"momentum": S.cosine(start, end)}
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.query, self.key)]
@@ -76,36 +160,76 @@ class MoCo(Method):
         z = self.query(x)
         return self.predictor(z) if self.predictor is not None else z
 
-    def _loss_v2(self, q: Tensor, k: Tensor) -> Tensor:
+    def _forward_groups(self, fn, x: Tensor, shuffle: bool) -> Tensor:
+        """``fn`` over sub-batches, each with its own BN statistics; with ``shuffle`` the samples are
+        dealt to sub-batches in a random order and put back after (MoCo's shuffle-BN). Across
+        processes (DDP) each process is one sub-batch and the shuffle spans the global batch."""
+        if D.is_dist():
+            if not shuffle:
+                return fn(x)
+            x_all = D.gather(x, with_grad=False)
+            perm = D.broadcast(torch.randperm(x_all.shape[0], device=x.device))
+            mine = perm.view(D.world_size(), -1)[D.rank()]
+            out_all = D.gather(fn(x_all[mine]), with_grad=False)
+            return out_all[torch.argsort(perm)].view(D.world_size(), -1, out_all.shape[-1])[D.rank()]
+        g = min(self.cfg.shuffle_bn_groups, x.shape[0])
+        if not shuffle:
+            return torch.cat([fn(c) for c in x.chunk(g)])
+        perm = torch.randperm(x.shape[0], device=x.device)
+        out = torch.cat([fn(c) for c in x[perm].chunk(g)])
+        return out[torch.argsort(perm)]
+
+    def _contrast_v2(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
         pos = (q * k).sum(1, keepdim=True)
-        neg = q @ self.queue.clone().t()
-        logits = torch.cat([pos, neg], 1) / self.cfg.temperature
+        neg = q @ queue.clone().t()
+        logits = torch.cat([pos, neg], 1) / self.temperature
         return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
-    def _loss_v3(self, q: Tensor, k: Tensor) -> Tensor:
+    def _contrast_v3(self, q: Tensor, k: Tensor) -> Tensor:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
         k_all = D.gather(k, with_grad=False)  # keys carry no gradient
-        logits = q @ k_all.t() / self.cfg.temperature
+        logits = q @ k_all.t() / self.temperature
         labels = torch.arange(q.shape[0], device=q.device) + D.rank() * q.shape[0]
-        return F.cross_entropy(logits, labels) * 2 * self.cfg.temperature
+        return F.cross_entropy(logits, labels) * 2 * self.temperature
 
-    @torch.no_grad()
-    def _enqueue(self, keys: Tensor) -> None:
-        keys = D.gather(F.normalize(keys, dim=1), with_grad=False)
-        ring_enqueue(self.queue, self.queue_ptr, keys)
+    def _v2(self, views: list[Tensor]) -> Tensor:
+        if self.shuffle:
+            q = [self._forward_groups(self._q, v, shuffle=False) for v in views[:2]]
+            with torch.no_grad():
+                k = [self._forward_groups(self.key, v, shuffle=True) for v in views[:2]]
+        else:
+            q = multicrop_forward(self._q, views[:2])
+            with torch.no_grad():
+                k = multicrop_forward(self.key, views[:2])
+        if self.cfg.symmetric:  # MoCo V2+: q1 against k2 and queue 1, q2 against k1 and queue 0
+            loss = (self._contrast_v2(q[0], k[1], self.queue[1]) + self._contrast_v2(q[1], k[0], self.queue[0])) / 2
+            self._enqueue(torch.stack(k))
+        else:  # reference: query from view 1, its key from view 2, N keys enqueued
+            loss = self._contrast_v2(q[0], k[1], self.queue[0])
+            self._enqueue(k[1][None])
+        return loss
 
-    def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
+    def _v3(self, views: list[Tensor]) -> Tensor:
         n_g = self.view_spec().n_global
         q = multicrop_forward(self._q, views)
         with torch.no_grad():
             k = multicrop_forward(self.key, views[:n_g])
         pairs = [(v, g) for v in range(len(q)) for g in range(n_g) if v != g]
-        loss_fn = self._loss_v3 if self.cfg.version == 3 else self._loss_v2
-        loss = sum(loss_fn(q[v], k[g]) for v, g in pairs) / len(pairs)
-        if self.cfg.version == 2:
-            self._enqueue(torch.cat(k))
-        return {"loss": loss}
+        loss = sum(self._contrast_v3(q[v], k[g]) for v, g in pairs)
+        return loss / len(pairs) if self.cfg.loss_reduction == "mean" else loss
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        """``keys`` (queues, N, D): each queue gets the (gathered) keys of its view."""
+        keys = torch.stack([D.gather(F.normalize(k, dim=1), with_grad=False) for k in keys])
+        ring_enqueue(self.queue, self.queue_ptr, keys)
+
+    def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
+        return {"loss": self._v3(views) if self.cfg.version == 3 else self._v2(views)}
 
     def encoder(self) -> nn.Module:
         return self.query.backbone
+
+
+register_method("moco_v3", config=MoCoV3Config)(MoCo)

@@ -8,7 +8,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig
+from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.methods.base import Method, StepState, multicrop_forward
 from ssl_bench.registry import register_method
@@ -24,10 +24,12 @@ class SimCLRConfig:
     out_dim: int = 128
     temperature: float = 0.5
     n_local: int = 0
+    # lightly's NT-Xent averages the two directions of a pair; the reference sums them
+    # (simclr/objective.py ``loss = loss_a + loss_b``): "sum" doubles it, "mean" keeps the average
+    loss_reduction: str = choice("sum", ["sum", "mean"])
 
 
-@register_method("simclr", config=SimCLRConfig,
-                 presets={"default": {"method": {"hidden_dim": 512}}, "cifar10-cpu": {"method": {"hidden_dim": 512}}})
+@register_method("simclr", config=SimCLRConfig)
 class SimCLR(Method):
     """SimCLR: contrast two views of each image against every other image in the (global) batch."""
 
@@ -48,8 +50,8 @@ class SimCLR(Method):
         # global pairs, then each local crop as a positive for each global crop
         pairs = [(i, j) for i in range(n_g) for j in range(i + 1, n_g)]
         pairs += [(loc, g) for loc in range(n_g, len(z)) for g in range(n_g)]
-        loss = sum(self.criterion(z[a], z[b]) for a, b in pairs) / len(pairs)
-        return {"loss": loss}
+        loss = sum(self.criterion(z[a], z[b]) for a, b in pairs)
+        return {"loss": loss / len(pairs) if self.cfg.loss_reduction == "mean" else 2 * loss}
 
     def encoder(self) -> nn.Module:
         return self.backbone

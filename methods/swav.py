@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.engine import distributed as D
 from ssl_bench.methods.base import Method, ring_enqueue, StepState, multicrop_forward
 from ssl_bench.registry import register_method
 
@@ -23,8 +24,8 @@ class SwAVConfig:
     crops, prototypes frozen for the first epoch and L2-normalised after every step, 2 + 6 crops.
 
     Optional queue (the paper's small-batch fix, reference ``main_swav.py``: 3840 features, from
-    epoch 15): ``queue_size=N`` keeps the last N global-crop projections per global view (per rank,
-    as the reference does); once full and from ``queue_start_epoch`` on, they join the batch in the
+    epoch 15): ``queue_size=N`` keeps the last N global-crop projections per global view over all
+    processes (each of W processes holds N // W, as the reference's ``queue_length // world_size``); once full and from ``queue_start_epoch`` on, they join the batch in the
     Sinkhorn step so the equipartition spans more samples than the batch holds."""
 
     name: str = "swav"
@@ -49,9 +50,7 @@ class SwAVConfig:
             raise ConfigError(f"bad value for 'method.queue_size': {self.queue_size}; must be >= 0 (0 = no queue)")
 
 
-@register_method("swav", config=SwAVConfig, presets={
-    "default": {"method": {"hidden_dim": 512, "n_prototypes": 100, "n_local": 4}},
-    "cifar10-cpu": {"method": {"hidden_dim": 1024, "n_prototypes": 300, "n_local": 4}}})
+@register_method("swav", config=SwAVConfig)
 class SwAV(Method):
     """SwAV: predict the Sinkhorn cluster code of one view from the other views."""
 
@@ -67,9 +66,10 @@ class SwAV(Method):
         for layer in self.prototypes.heads:
             layer.bias = None
         self.prototypes.normalize()
+        self.queue_len = cfg.queue_size // D.world_size()  # main_swav.py: queue_length // world_size
         if cfg.queue_size > 0:
             # A ring buffer registered on the module, so checkpoints carry it (resume stays exact).
-            self.register_buffer("queue", torch.zeros(2, cfg.queue_size, cfg.out_dim))
+            self.register_buffer("queue", torch.zeros(2, self.queue_len, cfg.out_dim))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
             self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         self.criterion = SwaVLoss(temperature=cfg.temperature, sinkhorn_iterations=cfg.sinkhorn_iterations,
@@ -84,7 +84,7 @@ class SwAV(Method):
         scores = [self.prototypes(x) for x in z]
         queue_scores = None
         if self.cfg.queue_size > 0:
-            use = state.epoch >= self.cfg.queue_start_epoch and int(self.queue_filled) >= self.cfg.queue_size
+            use = state.epoch >= self.cfg.queue_start_epoch and int(self.queue_filled) >= self.queue_len
             if use:  # the queue holds the two global views; more global crops reuse them in turn
                 queue_scores = [self.prototypes(self.queue[i % 2]) for i in range(n_g)]
             self._enqueue([x.detach() for x in z[:2]])
@@ -93,7 +93,7 @@ class SwAV(Method):
     @torch.no_grad()
     def _enqueue(self, feats: list[Tensor]) -> None:
         n = ring_enqueue(self.queue, self.queue_ptr, torch.stack(feats))
-        self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=self.cfg.queue_size))
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + n, max=self.queue_len))
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"prototypes": self.cfg.prototypes_lr_mult}

@@ -18,6 +18,7 @@ commands:
   ablate  DINO centering x sharpening grid        ablate dino [method.center_momentum=0.9,0.99]
   eval    evaluate a finished run                eval run=RUN_DIR evals=knn,linear,seg eval.seg_root=PATH
   plot    figures under results/figures          plot [bar|knn_curve|loss|attention|all] [method=dino ...]
+  config  print the resolved config, run nothing     config method=simclr preset=paper [key=value ...]
   list    registered methods, backbones, datasets, evals and presets
   report  table of all runs (md/tex/csv)          report [method=dino,byol] [results_root=results/runs]
 """
@@ -77,6 +78,15 @@ def cmd_eval(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_config(overrides: list[str]) -> int:
+    """The fully resolved config (recipe, derived crop sizes, CLI overrides) as YAML."""
+    from ssl_bench.config import build_config, to_yaml
+    from ssl_bench.engine.train import resolve
+
+    print(to_yaml(resolve(build_config(overrides))), end="")
+    return 0
+
+
 def cmd_list(_: list[str]) -> int:
     from ssl_bench.config import preset_names
     from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
@@ -122,7 +132,7 @@ def cmd_status(args: list[str]) -> int:
     return status_command(args)
 
 
-COMMANDS = {"sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
+COMMANDS = {"config": cmd_config, "sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
 class Terminated(BaseException):

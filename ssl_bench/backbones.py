@@ -40,6 +40,9 @@ class ViTConfig(BackboneConfig):
     patch_size: int = 16
     depth: Optional[int] = None  # None: the architecture's depth (12)
     drop_path_rate: float = 0.1
+    # the target network's (DINO teacher, BYOL target, MoCo key encoder): the references build it
+    # without stochastic depth (DINO main_dino.py: vits.__dict__[arch](patch_size) for the teacher)
+    target_drop_path_rate: float = 0.0
 
 
 @dataclass
@@ -94,6 +97,13 @@ class TimmViT(Backbone):
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
         return tokens.reshape(x.shape[0], h, w, -1)
+
+    def last_blocks(self, x: Tensor, n: int) -> list[tuple[Tensor, Tensor]]:
+        """(patch tokens (B, N, D), CLS token (B, D)) of the last ``n`` blocks, each through the final
+        norm (DINO ``get_intermediate_layers``), via timm's ``forward_intermediates``."""
+        out = self.model.forward_intermediates(x, indices=n, norm=True, return_prefix_tokens=True,
+                                               intermediates_only=True, output_fmt="NLC")
+        return [(tokens, prefix[:, 0]) for tokens, prefix in out]
 
     def last_attention(self, x: Tensor) -> Tensor:
         """Softmax attention of the last block, (B, heads, N, N) with the CLS token first."""

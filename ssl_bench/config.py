@@ -35,8 +35,48 @@ class BackboneConfig:
 
 
 @dataclass
+class ViewAugConfig:
+    """Probabilities that differ between crop kinds (first global, second global, local crops)."""
+
+    blur_p: float = 0.5
+    solarize_p: float = 0.0
+
+
+@dataclass
+class AugConfig:
+    """The augmentation policy of every crop; the defaults are DINO's and BYOL's (Grill et al. 2020,
+    Table 6; DINO ``main_dino.py`` DataAugmentationDINO). Each method's recipe sets its own. Both crop
+    paths (PIL in the loader, kornia on the device) build from it."""
+
+    flip_p: float = 0.5
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    grey_p: float = 0.2
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    global1: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=1.0, solarize_p=0.0))
+    global2: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.1, solarize_p=0.2))
+    local: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.5, solarize_p=0.0))
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        probs = {"flip_p": self.flip_p, "jitter_p": self.jitter_p, "grey_p": self.grey_p}
+        for view in ("global1", "global2", "local"):
+            v = getattr(self, view)
+            probs.update({f"{view}.blur_p": v.blur_p, f"{view}.solarize_p": v.solarize_p})
+        for key, p in probs.items():
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"bad value for 'data.aug.{key}': {p}; valid: a probability in [0, 1]")
+        if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
+            raise ConfigError(f"bad value for 'data.aug.jitter': {self.jitter}; valid: [brightness, contrast, "
+                              "saturation, hue], each >= 0, hue <= 0.5")
+        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ConfigError(f"bad value for 'data.aug.blur_sigma': {self.blur_sigma}; valid: [min, max], 0 < min <= max")
+
+
+@dataclass
 class DataConfig:
-    """Dataset location and the multi-crop policy (DINO/BYOL augmentations)."""
+    """Dataset location, crop counts, sizes and scales, and the augmentation policy (``data.aug``)."""
 
     root: Optional[str] = None
     download: bool = False
@@ -46,8 +86,9 @@ class DataConfig:
     local_size: Optional[int] = None  # None: global_size // 2
     global_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
-    blur: bool = True
-    solarize: bool = True
+    blur: bool = True  # false: no blur on any crop, whatever data.aug says (CIFAR recipes drop it)
+    solarize: bool = True  # false: no solarisation on any crop
+    aug: AugConfig = field(default_factory=AugConfig)
     train_per_class: int = 0  # >0: the first N sorted files of each class (the protocol's subset)
     test_per_class: int = 0
     # >0: evaluate on a validation split instead of test/: the next N files of each train/ class after
@@ -68,17 +109,45 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up + cosine LR and cosine weight decay (DINO's recipe)."""
+    """Optimiser, LR rule and schedules: linear warm-up + cosine LR, cosine weight decay. The schema
+    defaults are DINO's AdamW (``main_dino.py``); each method's recipe sets its own."""
 
     epochs: int = 4
     batch_size: int = 128
-    lr: float = 5e-4  # per 256 images; the engine scales it by global batch / 256
+    lr: float = 5e-4  # the base LR; lr_scaling turns it into the run's peak LR
+    # linear: lr * batch / 256 (Goyal et al. 2017; DINO, BYOL, MoCo, SwAV); sqrt: lr * sqrt(batch)
+    # (SimCLR App. B.1 with LARS); none: lr as given
+    lr_scaling: str = choice("linear", ["linear", "sqrt", "none"])
     min_lr: float = 1e-6
     warmup_epochs: float = 1.0
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0  # 0 disables
-    optimizer: str = choice("adamw", ["adamw", "sgd"])
+    # global: one norm over all gradients; param: each parameter's gradient clipped to clip_grad on its
+    # own (DINO ``utils.clip_gradients``)
+    clip_mode: str = choice("global", ["global", "param"])
+    optimizer: str = choice("adamw", ["adamw", "sgd", "lars"])
+    momentum: float = 0.9  # sgd, lars
+    nesterov: bool = False  # sgd, lars
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    # lars: trust coefficient (eta) and solo-learn's clip_lr (the adapted LR never exceeds the scheduled one)
+    lars_eta: float = 0.001
+    lars_clip_lr: bool = False
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", self.lr >= 0, ">= 0"), ("min_lr", self.min_lr >= 0, ">= 0"),
+                  ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),
+                  ("clip_grad", self.clip_grad >= 0, ">= 0 (0 disables)"), ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
+                  ("lars_eta", self.lars_eta > 0, "> 0")]
+        for key, ok, valid in checks:
+            if not ok:
+                raise ConfigError(f"bad value for 'optim.{key}': {getattr(self, key)}; valid: {valid}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"bad value for 'optim.betas': {self.betas}; valid: two numbers in [0, 1)")
 
 
 @dataclass
@@ -91,17 +160,38 @@ class EvalConfig:
     knn_every: int = 0  # >0: also run k-NN every N epochs
     batch_size: int = 256
     baseline: bool = True  # also evaluate the same backbone at random init (same seed)
+    # test-time preprocessing of k-NN and linear features: resize the short side to size / crop_fraction,
+    # centre-crop size. DINO eval_knn.py / eval_linear.py: Resize(256, bicubic) + CenterCrop(224), i.e.
+    # crop_fraction 0.875 (the paper recipes); 1.0 with bilinear is a plain resize (CIFAR at 32 px: none)
+    crop_fraction: float = 1.0
+    interpolation: str = choice("bilinear", ["bilinear", "bicubic"])
     # linear probe: logistic regression on cached frozen features, C chosen on a held-out 10% of train
     linear_avgpool: bool = False  # ViT: concatenate the mean patch token to the CLS token (DINO's option)
+    # ViT: >0 concatenates the (normed) CLS tokens of the last N blocks (DINO eval_linear.py n_last_blocks:
+    # 4 for ViT-S, 1 for ViT-B); 0: the encoder's output
+    linear_last_blocks: int = 0
     linear_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     linear_augmented: bool = False  # paper-grade path: SGD on random-resized-crop + flip inputs
     linear_epochs: int = 10  # augmented path only
     linear_lr: float = 0.01  # augmented path only, per 256 images
     # segmentation: a folder of images/ + masks/ pairs (binary foreground) or "voc" (torchvision VOC 2012)
     seg_root: Optional[str] = None
-    seg_size: int = 64  # images are resized to this (square, a multiple of the patch size)
+    # images are resized to this (square, a multiple of the patch size); None: 14 patches a side for a
+    # ViT (DINO's attention maps: 224 px at /16), 224 px otherwise
+    seg_size: Optional[int] = None
     seg_mass: float = 0.6  # attention Jaccard keeps the smallest patch set holding this attention mass
     seg_train_fraction: float = 0.5  # linear patch probe: first fraction of sorted pairs trains, rest tests
+
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ConfigError(f"bad value for 'eval.crop_fraction': {self.crop_fraction}; valid: (0, 1] (DINO: 0.875)")
+        if self.linear_last_blocks < 0:
+            raise ConfigError(f"bad value for 'eval.linear_last_blocks': {self.linear_last_blocks}; valid: >= 0")
+        if self.seg_size is not None and self.seg_size < 1:
+            raise ConfigError(f"bad value for 'eval.seg_size': {self.seg_size}; valid: a positive size or null")
 
 
 @dataclass
@@ -158,22 +248,50 @@ class RunConfig:
 SELECTORS = ("method", "backbone", "preset", "cluster")
 
 
+def _configs():
+    return resources.files("ssl_bench").joinpath("configs")
+
+
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in resources.files("ssl_bench").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+    """Every preset a method can be run with: the shared ones and each method's recipe files."""
+    names = {p.name[:-5] for p in _configs().iterdir() if p.name.endswith(".yaml")}
+    recipes = _configs().joinpath("recipes")
+    for method in recipes.iterdir():
+        if method.is_dir():
+            names |= {p.name[:-5] for p in method.iterdir() if p.name.endswith(".yaml")}
+    return sorted(names)
 
 
-def load_preset(name: str) -> dict:
-    """Load a shipped preset (``ssl_bench/configs/NAME.yaml``) or a yaml file path."""
-    path = Path(name)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        res = resources.files("ssl_bench").joinpath("configs", f"{name}.yaml")
-        if not res.is_file():
-            raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a path to a .yaml file")
-        path = Path(str(res))
-    data = yaml.safe_load(path.read_text()) or {}
+def _read_yaml(path: Any, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"preset {name!r} must be a mapping of config keys")
+        raise ConfigError(f"{what} must be a mapping of config keys")
     return data
+
+
+def load_preset(name: str, method: str | None = None) -> tuple[dict, dict]:
+    """The two layers of a preset: the shared file ``configs/NAME.yaml`` (or a yaml path) and the
+    method's recipe ``configs/recipes/METHOD/NAME.yaml``; either may be absent, not both."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():  # a user's own recipe file
+        return {}, _read_yaml(path, f"preset file {name!r}")
+    shared = _configs().joinpath(f"{name}.yaml")
+    recipe = _configs().joinpath("recipes", str(method), f"{name}.yaml")
+    if not shared.is_file() and not recipe.is_file():
+        if name in preset_names():
+            raise ConfigError(f"method {method!r} has no recipe for preset {name!r}; recipes: "
+                              f"{', '.join(recipe_names(str(method))) or 'none'}")
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a path to a .yaml file")
+    layers = [_read_yaml(f, f"preset {f.name!r}") if f.is_file() else {} for f in (shared, recipe)]
+    return layers[0], layers[1]
+
+
+def recipe_names(method: str) -> list[str]:
+    folder = _configs().joinpath("recipes", method)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
 
 
 def load_cluster_preset(name: str) -> dict:
@@ -249,15 +367,24 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
 
     selectors, dotlist = parse_overrides(list(overrides or []))
     preset_name = selectors.get("preset", "default")
-    preset = load_preset(preset_name)
-    preset_method = preset.pop("method", {}) or {}
-    preset_backbone = preset.pop("backbone", {}) or {}
+    shared, recipe = load_preset(preset_name, selectors.get("method") or "dino")
+    if "method" in shared:
+        raise ConfigError(f"preset {preset_name!r}: method settings belong in configs/recipes/<method>/"
+                          f"{preset_name}.yaml, not in the shared preset")
+    preset_method = recipe.pop("method", None) or {}
     if isinstance(preset_method, str):
         preset_method = {"name": preset_method}
-    if isinstance(preset_backbone, str):
-        preset_backbone = {"name": preset_backbone}
     method_name = selectors.get("method") or preset_method.get("name") or "dino"
-    backbone_name = selectors.get("backbone") or preset_backbone.get("name") or "vit_tiny"
+    if preset_method.get("name", method_name) != method_name:  # a user's file written for another method
+        preset_method = {}
+    backbone_name = selectors.get("backbone")
+    for layer in (shared, recipe):
+        b = layer.get("backbone")
+        if isinstance(b, str):
+            layer["backbone"] = b = {"name": b}
+        if not backbone_name and isinstance(b, dict) and b.get("name"):
+            backbone_name = b["name"]
+    backbone_name = backbone_name or "vit_tiny"
     m_entry = METHODS.get(method_name)
     b_entry = BACKBONES.get(backbone_name)
 
@@ -266,15 +393,14 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
     )
     OmegaConf.set_struct(schema, True)
     layers: list[dict] = []
-    if preset:
-        layers.append(preset)
-    if preset_method and preset_method.get("name", method_name) == method_name:
-        layers.append({"method": {k: v for k, v in preset_method.items() if k != "name"}})
-    # A preset's backbone settings apply only to the backbone it names.
-    if preset_backbone and preset_backbone.get("name", backbone_name) == backbone_name:
-        layers.append({"backbone": {k: v for k, v in preset_backbone.items() if k != "name"}})
-    if preset_name and preset_name in m_entry.presets:
-        layers.append(m_entry.presets[preset_name])
+    for layer in (shared, recipe):  # shared preset, then the method's recipe for it
+        layer = dict(layer)
+        b = layer.pop("backbone", None)
+        # A preset's backbone settings apply only to the backbone it names.
+        if b and b.get("name", backbone_name) == backbone_name:
+            layer["backbone"] = {k: v for k, v in b.items() if k != "name"}
+        layers.append(layer)
+    layers.append({"method": {k: v for k, v in preset_method.items() if k != "name"}})
     if "cluster" in selectors:
         layers.append({"cluster": load_cluster_preset(selectors["cluster"])})
     try:

@@ -14,12 +14,6 @@ def test_defaults_then_preset_then_cli():
     assert (cfg.backbone.depth, cfg.method.out_dim, cfg.optim.lr) == (2, 256, 0.01)
 
 
-def test_paper_preset_keeps_paper_defaults():
-    cfg = build_config(["method=dino", "preset=paper"])
-    assert cfg.method.out_dim == 65536 and cfg.method.momentum_teacher == 0.996
-    assert cfg.method.teacher_temp == 0.04 and cfg.method.student_temp == 0.1
-
-
 def test_unknown_key_names_nearest():
     with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*'optim.lr'"):
         build_config(["optim.lrr=1"])

@@ -26,16 +26,16 @@ def run_steps(over: list[str], dev: torch.device, steps: int, checked_from: int)
     cfg = resolve(build_config(over))
     torch.manual_seed(0)
     m = build_method(cfg).to(dev)
-    step = make_train_step(cfg, m, make_optimizer(cfg, m), 10, dev, (MEAN, STD))
+    step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 10, dev, (MEAN, STD))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (cfg.optim.batch_size, 3, 16, 16), dtype=torch.uint8, generator=g)
     if cfg.data.augment == "device":
         batch = images.to(dev)
     else:  # a crop list as the loader ships it (float, normalised), already on the device
         from ssl_bench.data.device_aug import DeviceMultiCrop
-        from ssl_bench.engine.train import crop_kwargs
+        from ssl_bench.engine.train import crop_policy
 
-        batch = [c.to(dev) for c in DeviceMultiCrop(**crop_kwargs(cfg.data, MEAN, STD))(images, 0)]
+        batch = [c.to(dev) for c in DeviceMultiCrop(crop_policy(cfg.data), MEAN, STD)(images, 0)]
     cuda = dev.type == "cuda"
     out = None
     for i in range(steps):

@@ -3,13 +3,13 @@ import torch
 from PIL import Image
 
 from ssl_bench.config import build_config
-from ssl_bench.data import MultiCropTransform, ViewSpec, build_datasets
+from ssl_bench.data import CropPolicy, MultiCropTransform, ViewSpec, build_datasets
 from ssl_bench.errors import UserError
 
 
 @pytest.mark.parametrize("n_global,n_local", [(2, 0), (2, 6), (3, 2)])
 def test_multicrop_shapes_and_counts(n_global, n_local):
-    t = MultiCropTransform(ViewSpec(n_global, n_local), 32, 16)
+    t = MultiCropTransform(CropPolicy(ViewSpec(n_global, n_local), 32, 16))
     img = Image.new("RGB", (40, 30), (120, 30, 200))
     crops = t(img)
     assert len(crops) == n_global + n_local
@@ -20,7 +20,7 @@ def test_multicrop_shapes_and_counts(n_global, n_local):
 
 def test_crops_differ_between_views():
     torch.manual_seed(0)
-    t = MultiCropTransform(ViewSpec(2, 0), 32, 16)
+    t = MultiCropTransform(CropPolicy(ViewSpec(2, 0), 32, 16))
     img = Image.effect_noise((48, 48), 64).convert("RGB")
     a, b = t(img)
     assert not torch.allclose(a, b)
@@ -88,10 +88,10 @@ def test_seeded_loader_samples_are_reproducible_and_leave_the_global_rng_alone()
 
     from ssl_bench.data.datasets import ListDataset
     from ssl_bench.data.loader import SeededTransformDataset
-    from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+    from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
 
     imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)) for i in range(3)]
-    ds = SeededTransformDataset(ListDataset(imgs, [0] * 3), MultiCropTransform(ViewSpec(2, 1), 32, 16), seed=3, epoch=1)
+    ds = SeededTransformDataset(ListDataset(imgs, [0] * 3), MultiCropTransform(CropPolicy(ViewSpec(2, 1), 32, 16)), seed=3, epoch=1)
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
@@ -137,7 +137,7 @@ def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
     assert keys == expected and len(sampler) == len(keys) == 4 + 8 + 8
     imgs = [Image.new("RGB", (32, 32), (20 * k, 255 - 20 * k, 7 * k)) for k in range(10)]
     ds = ListDataset(imgs, list(range(10)))
-    tf = MultiCropTransform(ViewSpec(2, 0), 16, 8)
+    tf = MultiCropTransform(CropPolicy(ViewSpec(2, 0), 16, 8))
 
     def batches(loader):
         return [(torch.cat(v), y) for v, y in loader]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from ssl_bench.config import build_config
 from ssl_bench.data.device_aug import DeviceMultiCrop, base_transform
-from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
 from ssl_bench.engine.train import build_method, make_optimizer, make_train_step, resolve
 from tests.conftest import TINY
 
@@ -23,7 +23,7 @@ def _images(n=16, size=32, seed=0):
 
 
 def test_crop_counts_sizes_and_normalisation():
-    aug = DeviceMultiCrop(ViewSpec(2, 3), 32, 16, mean=MEAN, std=STD)
+    aug = DeviceMultiCrop(CropPolicy(ViewSpec(2, 3), 32, 16), mean=MEAN, std=STD)
     crops = aug(_images(), seed=0)
     assert [tuple(c.shape) for c in crops] == [(16, 3, 32, 32)] * 2 + [(16, 3, 16, 16)] * 3
     assert all(c.dtype == torch.float32 and torch.isfinite(c).all() for c in crops)
@@ -34,7 +34,7 @@ def test_crop_counts_sizes_and_normalisation():
 
 
 def test_same_seed_same_crops_other_seed_and_other_image_differ():
-    aug = DeviceMultiCrop(ViewSpec(2, 2), 32, 16, mean=MEAN, std=STD)
+    aug = DeviceMultiCrop(CropPolicy(ViewSpec(2, 2), 32, 16), mean=MEAN, std=STD)
     x = _images(8)
     a, b, c = aug(x, seed=5), aug(x, seed=5), aug(x, seed=6)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
@@ -53,7 +53,7 @@ def test_same_seed_same_crops_other_seed_and_other_image_differ():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
 def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
     dev = torch.device("cuda")
-    aug = DeviceMultiCrop(ViewSpec(2, 2), 32, 16, mean=MEAN, std=STD).to(dev)
+    aug = DeviceMultiCrop(CropPolicy(ViewSpec(2, 2), 32, 16), mean=MEAN, std=STD).to(dev)
     x = _images(8).to(dev)
     a, b = aug(x, seed=5), aug(x, seed=5)
     assert all(u.is_cuda and torch.equal(u, v) for u, v in zip(a, b))
@@ -67,7 +67,7 @@ def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
 def test_one_pipeline_call_per_policy_and_each_crop_drawn_afresh():
     """Crops of one policy are drawn in one kornia call (its ~2,000 small ops are per call, not per
     image): 4 globals + 6 locals make three calls, and two crops of the same image from one call differ."""
-    aug = DeviceMultiCrop(ViewSpec(4, 6), 32, 16, mean=MEAN, std=STD)
+    aug = DeviceMultiCrop(CropPolicy(ViewSpec(4, 6), 32, 16), mean=MEAN, std=STD)
     calls = {"global1": 0, "global2": 0, "local": 0}
     for name in calls:
         getattr(aug, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
@@ -81,7 +81,7 @@ def test_one_pipeline_call_per_policy_and_each_crop_drawn_afresh():
 
 def test_greyscale_probability_matches_the_policy():
     """p(grey) = 0.2 per crop: channels exactly equal only then (colour jitter keeps colour)."""
-    aug = DeviceMultiCrop(ViewSpec(1, 0), 32, 16, mean=(0.5,) * 3, std=(0.5,) * 3, blur=False)
+    aug = DeviceMultiCrop(CropPolicy(ViewSpec(1, 0), 32, 16, blur=False), mean=(0.5,) * 3, std=(0.5,) * 3)
     x = _images(256, seed=1)
     grey = torch.cat([(c[:, 0] == c[:, 1]).flatten(1).all(1) & (c[:, 1] == c[:, 2]).flatten(1).all(1)
                       for s in range(4) for c in aug(x, seed=s)]).float().mean().item()
@@ -92,8 +92,8 @@ def test_same_policy_as_the_loader_pipeline_in_distribution():
     """Per-crop mean and spread of the device crops match the PIL loader's on the same images."""
     x = _images(512, seed=2)
     spec = ViewSpec(2, 2)
-    dev = DeviceMultiCrop(spec, 32, 16, mean=MEAN, std=STD)(x, seed=0)
-    t = MultiCropTransform(spec, 32, 16, mean=MEAN, std=STD)
+    dev = DeviceMultiCrop(CropPolicy(spec, 32, 16), mean=MEAN, std=STD)(x, seed=0)
+    t = MultiCropTransform(CropPolicy(spec, 32, 16), mean=MEAN, std=STD)
     torch.manual_seed(0)
     pil = [t(Image.fromarray(img.permute(1, 2, 0).numpy())) for img in x]
     for i in range(4):
@@ -122,13 +122,13 @@ def test_engine_step_on_an_image_batch():
         cfg = resolve(build_config(over))
         torch.manual_seed(0)
         m = build_method(cfg)
-        step = make_train_step(cfg, m, make_optimizer(cfg, m), 4, torch.device("cpu"), (MEAN, STD))
+        step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 4, torch.device("cpu"), (MEAN, STD))
         out, *_ = step(_images(4, 16), 0, 0)
         losses.append(out["loss"].item())
     assert np.isfinite(losses[0]) and losses[0] == losses[1]
     cfg = resolve(build_config(TINY + ["method=simclr"]))
     m = build_method(cfg)
-    step = make_train_step(cfg, m, make_optimizer(cfg, m), 4, torch.device("cpu"), (MEAN, STD))
+    step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 4, torch.device("cpu"), (MEAN, STD))
     with pytest.raises(ValueError, match="data.augment=device"):
         step(_images(4, 16), 0, 0)
 

@@ -91,7 +91,7 @@ def test_teacher_momentum_cosine_end_point():
 
 def test_teacher_gets_no_gradient_and_moves_only_by_ema():
     cfg, m = _dino()
-    opt = make_optimizer(cfg, m)
+    opt = make_optimizer(cfg.optim, m)
     for g in opt.param_groups:
         g["lr"] = 0.1
     t0 = [p.detach().clone() for p in m.teacher.parameters()]

@@ -34,7 +34,7 @@ METHOD_OVERRIDES = {
     "byol": ["method=byol", "method.predictor_lr_mult=30", "optim.epochs=6", "data.augment=device",
              "data.test_per_class=1000"],
     "moco": ["method=moco"],
-    "moco_v3": ["method=moco", "method.version=3"],
+    "moco_v3": ["method=moco_v3"],
     "swav": ["method=swav", "data.n_local=0", "method.n_prototypes=30", "method.temperature=0.2", "optim.epochs=8",
              "data.augment=device", "data.test_per_class=1000"],
 }

@@ -36,48 +36,74 @@ def nt_xent(a, b, t):
 
 
 def test_simclr_nt_xent():
-    cfg, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3")
+    cfg, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3",
+                "method.loss_reduction=sum")
     v = _views()
     torch.manual_seed(0)
     out = m.training_step(v, _st(m))["loss"]
     m.eval()  # same BN statistics path is not needed: recompute in train mode with the same batch
     m.train()
     z = multicrop_forward(lambda x: m.projector(m.backbone(x)), v)
-    assert torch.allclose(out, nt_xent(z[0], z[1], 0.3), atol=1e-5)
+    # the reference sums the two directions (simclr objective.py: loss_a + loss_b); nt_xent averages them
+    assert torch.allclose(out, 2 * nt_xent(z[0], z[1], 0.3), atol=1e-5)
+    _, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3",
+              "method.loss_reduction=mean")
+    z = multicrop_forward(lambda x: m.projector(m.backbone(x)), v)
+    assert torch.allclose(m.training_step(v, _st(m))["loss"], nt_xent(z[0], z[1], 0.3), atol=1e-5)
 
 
 def test_byol_symmetric_negative_cosine():
-    cfg, m = _m("byol", "method.out_dim=16", "method.hidden_dim=16")
+    cfg, m = _m("byol", "method.out_dim=16", "method.hidden_dim=16", "method.loss_reduction=sum")
     v = _views()
     out = m.training_step(v, _st(m))["loss"]
     p = multicrop_forward(lambda x: m.predictor(m.online(x)), v)
     with torch.no_grad():
         z = multicrop_forward(m.target, v)
-    ref = 0.5 * sum(2 - 2 * F.cosine_similarity(p[i], z[1 - i], dim=1).mean() for i in range(2))
+    ref = sum(2 - 2 * F.cosine_similarity(p[i], z[1 - i], dim=1).mean() for i in range(2))  # BYOL §3.1: summed
     assert torch.allclose(out, ref, atol=1e-5)
 
 
-def test_moco_v2_infonce_with_queue_and_enqueue():
-    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=32", "method.temperature=0.2")
+def _infonce(q, k, queue, t=0.2):
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ queue.t()], 1) / t
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+
+
+def test_moco_v2_one_direction_and_n_keys_per_step():
+    """Reference moco/builder.py: q from the first view, k from the second, the batch's N keys enqueued."""
+    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=32", "method.temperature=0.2",
+                "method.symmetric=false")
     v = _views()
     queue0 = m.queue.clone()
     out = m.training_step(v, _st(m))["loss"]
     q = multicrop_forward(m.query, v)
     with torch.no_grad():
         k = multicrop_forward(m.key, v)
-    ref = 0.0
-    for i in range(2):
-        qn, kn = F.normalize(q[i], dim=1), F.normalize(k[1 - i], dim=1)
-        logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ queue0.t()], 1) / 0.2
-        ref = ref + F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)) / 2
+    assert torch.allclose(out, _infonce(q[0], k[1], queue0[0]), atol=1e-5)
+    assert m.queue.shape == (1, 32, 16) and int(m.queue_ptr) == 8  # N = 8 keys, not 2N
+    assert torch.allclose(m.queue[0, :8], F.normalize(k[1], dim=1), atol=1e-6)
+    assert torch.equal(m.queue[0, 8:], queue0[0, 8:])
+
+
+def test_moco_v2_symmetric_has_a_queue_per_view():
+    """solo-learn's MoCo V2+ (mocov2plus.py): both directions averaged, q1 against queue 1 (keys of view 2)."""
+    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=32", "method.symmetric=true")
+    v = _views()
+    queue0 = m.queue.clone()
+    out = m.training_step(v, _st(m))["loss"]
+    q = multicrop_forward(m.query, v)
+    with torch.no_grad():
+        k = multicrop_forward(m.key, v)
+    ref = (_infonce(q[0], k[1], queue0[1]) + _infonce(q[1], k[0], queue0[0])) / 2
     assert torch.allclose(out, ref, atol=1e-5)
-    # both views' keys were enqueued, oldest first
-    assert torch.allclose(m.queue[:16], F.normalize(torch.cat(k), dim=1), atol=1e-6)
-    assert torch.equal(m.queue[16:], queue0[16:]) and int(m.queue_ptr) == 16
+    for i in range(2):
+        assert torch.allclose(m.queue[i, :8], F.normalize(k[i], dim=1), atol=1e-6)
+    assert int(m.queue_ptr) == 8
 
 
 def test_moco_v3_symmetric_in_batch_loss():
-    cfg, m = _m("moco", "method.version=3", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.2")
+    cfg, m = _m("moco", "method.version=3", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.2",
+                "method.loss_reduction=sum")
     v = _views()
     out = m.training_step(v, _st(m))["loss"]
     q = multicrop_forward(lambda x: m.predictor(m.query(x)), v)
@@ -86,7 +112,7 @@ def test_moco_v3_symmetric_in_batch_loss():
     ref = 0.0
     for i in range(2):
         logits = F.normalize(q[i], dim=1) @ F.normalize(k[1 - i], dim=1).t() / 0.2
-        ref = ref + F.cross_entropy(logits, torch.arange(8)) * 2 * 0.2 / 2
+        ref = ref + F.cross_entropy(logits, torch.arange(8)) * 2 * 0.2  # moco-v3 builder.py:96, summed
     assert torch.allclose(out, ref, atol=1e-5)
 
 
@@ -167,9 +193,9 @@ def test_swav_prototypes_frozen_for_a_fraction_of_the_first_epoch():
 
 
 def test_moco_v2_queue_smaller_than_one_step_keeps_the_newest_keys():
-    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=10")
-    v = _views()  # 2 views x 8 images = 16 keys > 10 slots
+    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=10", "method.symmetric=false")
+    v = _views(b=16)  # 16 keys of the second view > 10 slots
     m.training_step(v, _st(m))
     with torch.no_grad():
-        k = torch.cat([F.normalize(m.key(x), dim=1) for x in v])
-    assert torch.allclose(m.queue, k[-10:], atol=1e-6) and int(m.queue_ptr) == 0
+        k = F.normalize(m.key(v[1]), dim=1)
+    assert torch.allclose(m.queue[0], k[-10:], atol=1e-6) and int(m.queue_ptr) == 0

@@ -27,7 +27,7 @@ def _views(n_local, b=8, seed=0):
 
 
 def _two_steps(cfg, m, n_local):
-    opt = make_optimizer(cfg, m)
+    opt = make_optimizer(cfg.optim, m)
     for g in opt.param_groups:
         g["lr"] = 1e-3
     pairs = [(list(o.parameters()), list(t.parameters())) for o, t in m.ema_pairs()]
@@ -78,7 +78,7 @@ def test_lr_multiplier_scales_only_the_named_submodule():
     from ssl_bench.engine.train import make_train_step
 
     cfg, m = _method("byol", ["method.predictor_lr_mult=10"], 0)
-    opt = make_optimizer(cfg, m)
+    opt = make_optimizer(cfg.optim, m)
     pred = {id(p) for p in m.predictor.parameters()}
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in m.parameters())
     for g in opt.param_groups:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.engine.train import train
+from ssl_bench.engine.train import PAUSE_ENV, train
 from ssl_bench.errors import UserError
 from ssl_bench.slurm.submit import parse_time_minutes, slurm_job_state, submit_run, wait_for
 
@@ -25,7 +25,14 @@ TINY_RUN = ["method=dino", "backbone.img_size=16", "backbone.depth=1", "data.loc
 
 
 def _state(run_dir):
-    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["method"]
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["method"]
+
+
+def _step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["step"]
+    except (OSError, RuntimeError, EOFError):  # replaced while we read it
+        return -1
 
 
 def test_parse_time():
@@ -76,22 +83,30 @@ def test_two_task_ddp_job_equals_one_process(tmp_path):
 
 @pytest.mark.slurm
 @needs_cluster
-def test_requeued_job_resumes_with_one_result(tmp_path):
-    epochs = 40  # 200 steps: long enough that the requeue lands mid-training
+def test_requeued_job_resumes_with_one_result(tmp_path, monkeypatch):
+    epochs, pause_step = 4, 4  # 5 steps per epoch: the job pauses mid-epoch 1, right after its step-4 checkpoint
     # crops drawn batched (data.augment=device, seeded per step): a third of the time of per-image PIL crops
     # here; resuming the PIL loader mid-epoch is covered in-process by tests/test_engine.py
     fast = ["data.augment=device"]
+    release = tmp_path / "release"
+    # The job waits after step 4 until `release` exists (sbatch passes the environment on), so the requeue
+    # always lands mid-training, whatever the machine's speed: no race with the job.
+    monkeypatch.setenv(PAUSE_ENV, f"{pause_step}:{release}")
     cfg = build_config(TINY_RUN + fast + [f"optim.epochs={epochs}", "checkpoint_every_steps=2", "launcher=slurm",
                                    "cluster=local", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
     job, run = submit_run(cfg)
-    deadline = time.time() + 120
-    while not run.has_checkpoint():  # wait for the first checkpoint, then requeue the job mid-training
-        assert time.time() < deadline, "no checkpoint appeared"
+    deadline = time.time() + 300
+    while not (run.has_checkpoint() and _step(run.checkpoint) == pause_step):
+        assert time.time() < deadline, "the job did not reach its pause point"
+        assert slurm_job_state(job.job_id) in ("PENDING", "RUNNING", "CONFIGURING"), "the job ended early"
         time.sleep(0.2)
     subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    # `release` is never written while the job lives: the requeue's SIGTERM ends the paused process (exit
+    # 143; submitit itself ignores SIGTERM); the requeued job resumes at step 4 and, the pause being after
+    # step 4 only, trains on.
     # SLURM holds a requeued job back (Reason=BeginTime, about 2 minutes); once it is pending again,
     # let it start now, as a preempted job on a busy cluster would when resources free up.
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     seen_pending = False
     while time.time() < deadline:
         state = slurm_job_state(job.job_id)
@@ -101,9 +116,9 @@ def test_requeued_job_resumes_with_one_result(tmp_path):
         elif seen_pending:  # running again (or already done)
             break
         time.sleep(0.5)
-    ck = torch.load(run.checkpoint, weights_only=False)
-    assert ck["step"] < epochs * 5, "the job finished before it could be requeued"
+    assert seen_pending, "the requeued job never became pending again"
     assert wait_for(job, run, poll_s=0.5) == 0
+    release.touch()
     status = json.loads((run.path / "status.json").read_text())
     assert status["requeues"] >= 1
     rows = json.loads((run.path / "metrics.json").read_text())
@@ -112,8 +127,8 @@ def test_requeued_job_resumes_with_one_result(tmp_path):
     assert dict(zip(keys, [r["value"] for r in rows]))[("slurm", "requeues")] >= 1
     log = [json.loads(l) for l in (run.path / "train.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
-    print(f"checkpoint at step {ck['step']} when requeued; at most checkpoint_every_steps=2 steps redone")
     # the requeued run ends exactly where an uninterrupted run ends
+    monkeypatch.delenv(PAUSE_ENV)
     train(build_config(TINY_RUN + fast + [f"optim.epochs={epochs}", f"run_dir={tmp_path / 'ref'}"]))
     a, b = _state(tmp_path / "ref"), _state(run.path)
     assert all(torch.equal(a[k], b[k]) for k in a)

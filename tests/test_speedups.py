@@ -12,7 +12,7 @@ from PIL import Image
 
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import build_config
-from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec
+from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
 from ssl_bench.engine.train import build_method, device_normalizer, make_optimizer, make_train_step, resolve
 from tests.conftest import TINY
 from tests.test_methods import _views
@@ -41,7 +41,7 @@ def test_uint8_crops_normalised_on_device_equal_float_crops():
     spec = ViewSpec(2, 2)
     outs = []
     for normalize in (True, False):
-        t = MultiCropTransform(spec, 32, 16, mean=MEAN, std=STD, normalize=normalize)
+        t = MultiCropTransform(CropPolicy(spec, 32, 16), mean=MEAN, std=STD, normalize=normalize)
         torch.manual_seed(3)  # the same random crops and jitter for both
         outs.append(t(img))
     floats, uint8s = outs
@@ -57,7 +57,7 @@ def test_engine_step_takes_uint8_views():
     for uint8 in (False, True):
         torch.manual_seed(0)
         m = build_method(cfg)
-        step = make_train_step(cfg, m, make_optimizer(cfg, m), 10, torch.device("cpu"), (MEAN, STD))
+        step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 10, torch.device("cpu"), (MEAN, STD))
         g = torch.Generator().manual_seed(1)
         raw = [torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8) for _ in range(2)]
         views = raw if uint8 else [device_normalizer(MEAN, STD, torch.device("cpu"))(v) for v in raw]
@@ -68,7 +68,7 @@ def test_engine_step_takes_uint8_views():
 def test_uint8_views_without_mean_std_are_refused():
     cfg = resolve(build_config(TINY + ["method=simclr"]))
     m = build_method(cfg)
-    step = make_train_step(cfg, m, make_optimizer(cfg, m), 10, torch.device("cpu"))
+    step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 10, torch.device("cpu"))
     with pytest.raises(ValueError, match="mean_std"):
         step([torch.zeros(4, 3, 16, 16, dtype=torch.uint8)] * 2, 0, 0)
 
@@ -84,7 +84,7 @@ def test_compiled_step_equals_eager():
         torch.manual_seed(0)
         m = build_method(cfg)
         m.train()
-        step = make_train_step(cfg, m, make_optimizer(cfg, m), 10, torch.device("cpu"))
+        step = make_train_step(cfg, m, make_optimizer(cfg.optim, m), 10, torch.device("cpu"))
         losses = [step(_views(2, b=8, seed=s), s, 0)[0]["loss"].item() for s in range(2)]
         results.append((losses, m.state_dict()))
     (l_eager, sd_eager), (l_comp, sd_comp) = results

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
-from ssl_bench.data.multicrop import BLUR_SIGMA, GLOBAL1, GLOBAL2, GREY_P, JITTER, JITTER_P, LOCAL, ViewSpec, blur_kernel
+from ssl_bench.data.multicrop import CropPolicy, blur_kernel
 
 
 def _rgb(img):
@@ -42,45 +42,42 @@ class DeviceMultiCrop(nn.Module):
 
     def __init__(
         self,
-        spec: ViewSpec,
-        global_size: int,
-        local_size: int,
-        global_scale: Sequence[float] = (0.25, 1.0),
-        local_scale: Sequence[float] = (0.05, 0.25),
+        policy: CropPolicy,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        blur: bool = True,
-        solarize: bool = True,
     ) -> None:
         super().__init__()
         import kornia.augmentation as K
 
+        spec = policy.spec
         if spec.n_global < 1 or spec.n_local < 0:
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
         self.spec = spec
+        a = policy.aug
 
-        def pipeline(size: int, scale: Sequence[float], policy: tuple[float, float]) -> nn.Sequential:
-            blur_p, solarize_p = policy
+        def pipeline(kind: str) -> nn.Sequential:
+            size, scale = policy.size_scale(kind)
+            v = policy.view(kind)
             ops = [
                 # "resample": one batched warp for the whole batch; kornia's default ("slice") crops and
                 # resizes image by image, 128 kernel launches per crop on a GPU (measured on an H200:
                 # the crops then cost more than the ViT-S step)
                 K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic", cropping_mode="resample"),
-                K.RandomHorizontalFlip(),
-                K.ColorJitter(*JITTER, p=JITTER_P),
-                K.RandomGrayscale(p=GREY_P),
+                K.RandomHorizontalFlip(p=a.flip_p),
+                K.ColorJitter(*a.jitter, p=a.jitter_p),
+                K.RandomGrayscale(p=a.grey_p),
             ]
-            if blur and blur_p > 0:
+            if v.blur_p > 0:
                 k = blur_kernel(size)
-                ops.append(K.RandomGaussianBlur((k, k), sigma=BLUR_SIGMA, p=blur_p))
-            if solarize and solarize_p > 0:
+                ops.append(K.RandomGaussianBlur((k, k), sigma=tuple(a.blur_sigma), p=v.blur_p))
+            if v.solarize_p > 0:
                 # threshold 0.5 (torchvision: 128/255), no brightness addition
-                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
+                ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=v.solarize_p))
             return nn.Sequential(*ops)
 
-        self.global1 = pipeline(global_size, global_scale, GLOBAL1)
-        self.global2 = pipeline(global_size, global_scale, GLOBAL2)
-        self.local = pipeline(local_size, local_scale, LOCAL)
+        self.global1 = pipeline("global1")
+        self.global2 = pipeline("global2")
+        self.local = pipeline("local")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 

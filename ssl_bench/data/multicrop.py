@@ -1,17 +1,21 @@
-"""One multi-crop transform shared by every method (DINO / BYOL augmentation policy).
+"""One multi-crop transform shared by every method, built from a typed policy (:class:`CropPolicy`).
 
-Global crop 1: blur p=1.0; global crop 2: blur p=0.1 + solarisation p=0.2; local crops: blur p=0.5
-(Caron et al. 2021, Grill et al. 2020). Every crop gets flip, colour jitter (0.4, 0.4, 0.2, 0.1) with
-p=0.8 and greyscale with p=0.2. More than two global crops alternate the two global policies.
+A policy holds the crop sizes and scales and the augmentation of every crop kind (first global,
+second global, local): flip, colour jitter, greyscale, Gaussian blur and solarisation with their
+probabilities. Each method's recipe sets its own (``data.aug`` in ``configs/recipes/*``); the schema
+default is DINO's/BYOL's (Caron et al. 2021, Grill et al. 2020). More than two global crops alternate
+the two global policies. The loader (PIL, here) and ``data.augment=device`` (kornia) build from the same
+policy object.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
 from torchvision.transforms import v2 as T
 
+from ssl_bench.config import AugConfig, ViewAugConfig
 
 @dataclass(frozen=True)
 class ViewSpec:
@@ -21,29 +25,46 @@ class ViewSpec:
     n_local: int = 0
 
 
-# The per-view policy, shared with the on-device path (device_aug.py): colour jitter (brightness,
-# contrast, saturation, hue) and its probability, greyscale probability, blur sigma range, and
-# (blur, solarisation) probabilities of global crop 1, global crop 2 and the local crops.
-JITTER, JITTER_P, GREY_P, BLUR_SIGMA = (0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (0.1, 2.0)
-GLOBAL1, GLOBAL2, LOCAL = (1.0, 0.0), (0.1, 0.2), (0.5, 0.0)
-
-
 def blur_kernel(size: int) -> int:
     """~10% of the crop, odd (BYOL: 23 px at 224)."""
     return max(3, int(0.1 * size) // 2 * 2 + 1)
 
 
-def crop_kwargs(d, mean: Sequence[float], std: Sequence[float]) -> dict:
-    """The crop arguments of a ``DataConfig`` (both ``MultiCropTransform`` and ``DeviceMultiCrop``)."""
-    return dict(spec=ViewSpec(d.n_global, d.n_local), global_size=d.global_size, local_size=d.local_size,
-                global_scale=d.global_scale, local_scale=d.local_scale, mean=mean, std=std, blur=d.blur,
-                solarize=d.solarize)
+@dataclass(frozen=True)
+class CropPolicy:
+    """Everything both crop paths need: crop counts, sizes and scales, and the augmentation of each
+    crop kind. ``blur=False`` / ``solarize=False`` (``data.blur`` / ``data.solarize``) switch those
+    operations off on every crop, whatever ``aug`` says."""
+
+    spec: ViewSpec
+    global_size: int
+    local_size: int
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    aug: AugConfig = field(default_factory=AugConfig)
+    blur: bool = True
+    solarize: bool = True
+
+    def view(self, kind: str) -> ViewAugConfig:
+        """The (blur, solarisation) probabilities of ``global1``, ``global2`` or ``local`` crops, with the
+        switches applied."""
+        v = getattr(self.aug, kind)
+        return replace(v, blur_p=v.blur_p if self.blur else 0.0, solarize_p=v.solarize_p if self.solarize else 0.0)
+
+    def size_scale(self, kind: str) -> tuple[int, tuple[float, float]]:
+        return (self.local_size, self.local_scale) if kind == "local" else (self.global_size, self.global_scale)
 
 
-def _blur(size: int, p: float, enabled: bool) -> T.Transform:
-    if not enabled or p <= 0:
+def crop_policy(d) -> CropPolicy:
+    """The crop policy of a resolved ``DataConfig``."""
+    return CropPolicy(ViewSpec(d.n_global, d.n_local), d.global_size, d.local_size, tuple(d.global_scale),
+                      tuple(d.local_scale), d.aug, d.blur, d.solarize)
+
+
+def _blur(size: int, p: float, sigma: Sequence[float]) -> T.Transform:
+    if p <= 0:
         return T.Identity()
-    return T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=BLUR_SIGMA)], p=p)
+    return T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=tuple(sigma))], p=p)
 
 
 class MultiCropTransform:
@@ -52,39 +73,35 @@ class MultiCropTransform:
 
     def __init__(
         self,
-        spec: ViewSpec,
-        global_size: int,
-        local_size: int,
-        global_scale: Sequence[float] = (0.25, 1.0),
-        local_scale: Sequence[float] = (0.05, 0.25),
+        policy: CropPolicy,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        blur: bool = True,
-        solarize: bool = True,
         normalize: bool = True,
     ) -> None:
+        spec = policy.spec
         if spec.n_global < 1 or spec.n_local < 0:
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
         self.spec = spec
+        a = policy.aug
         flip_jitter = [
-            T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(*JITTER)], p=JITTER_P),
-            T.RandomGrayscale(p=GREY_P),
+            T.RandomHorizontalFlip(p=a.flip_p),
+            T.RandomApply([T.ColorJitter(*a.jitter)], p=a.jitter_p),
+            T.RandomGrayscale(p=a.grey_p),
         ]
         # normalize=False: uint8 crops; the engine converts and normalises them on the device
         finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)] if normalize else [T.ToImage()]
         bicubic = T.InterpolationMode.BICUBIC
 
-        def rrc(size: int, scale: Sequence[float]) -> T.Transform:
-            return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
+        def view(kind: str) -> T.Compose:
+            size, scale = policy.size_scale(kind)
+            v = policy.view(kind)
+            sol = [T.RandomSolarize(threshold=128, p=v.solarize_p)] if v.solarize_p > 0 else []
+            rrc = T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
+            return T.Compose([rrc, *flip_jitter, _blur(size, v.blur_p, a.blur_sigma), *sol, *finish])
 
-        def view(size: int, scale: Sequence[float], policy: tuple[float, float]) -> T.Compose:
-            sol = [T.RandomSolarize(threshold=128, p=policy[1])] if solarize and policy[1] > 0 else []
-            return T.Compose([rrc(size, scale), *flip_jitter, _blur(size, policy[0], blur), *sol, *finish])
-
-        self.global1 = view(global_size, global_scale, GLOBAL1)
-        self.global2 = view(global_size, global_scale, GLOBAL2)
-        self.local = view(local_size, local_scale, LOCAL)
+        self.global1 = view("global1")
+        self.global2 = view("global2")
+        self.local = view("local")
 
     def __call__(self, img) -> list[torch.Tensor]:
         crops = [(self.global1 if i % 2 == 0 else self.global2)(img) for i in range(self.spec.n_global)]

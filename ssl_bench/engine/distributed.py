@@ -58,6 +58,14 @@ def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     return torch.cat(out, 0)
 
 
+def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """``t`` as rank ``src`` holds it (identity when not distributed)."""
+    if is_dist():
+        t = t.clone()
+        dist.broadcast(t, src)
+    return t
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks; the gradient of a global sum w.r.t. each local input is the summed gradient."""
 

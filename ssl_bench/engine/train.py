@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -18,11 +19,12 @@ from tqdm.auto import tqdm
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, build_datasets
 from ssl_bench.data.loader import mix_seeds, run_loader
-from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_kwargs
+from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_policy
 from ssl_bench.engine import baselines
 from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
+from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method, StepState
@@ -74,33 +76,7 @@ def build_method(cfg: RunConfig) -> Method:
 
 def prepare_distributed(method: Method, device: torch.device) -> Method:
     """Global-batch BatchNorm when running on several processes (no-op otherwise)."""
-    return D.convert_sync_batchnorm(method, device) if D.is_dist() else method
-
-
-def param_groups(module: nn.Module) -> list[dict]:
-    """No weight decay on biases and norm parameters (DINO's ``get_params_groups``); parameters under a
-    prefix of the method's ``lr_multipliers()`` get their own groups whose LR follows the schedule
-    times ``lr_mult``."""
-    mults = module.lr_multipliers() if hasattr(module, "lr_multipliers") else {}
-    groups: dict[tuple[bool, float], list] = {}
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        mult = next((m for prefix, m in mults.items() if name == prefix or name.startswith(prefix + ".")), 1.0)
-        groups.setdefault((p.ndim > 1 and not name.endswith(".bias"), mult), []).append(p)
-    out = []
-    for regularize in (True, False):
-        for (reg, mult), params in groups.items():
-            if reg == regularize:
-                out.append({"params": params, "regularize": reg, "lr_mult": mult, **({} if reg else {"weight_decay": 0.0})})
-    return out
-
-
-def make_optimizer(cfg: RunConfig, method: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(method)
-    if cfg.optim.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
-    return torch.optim.AdamW(groups, lr=0.0, foreach=True)
+    return D.convert_sync_batchnorm(method, device) if D.is_dist() and method.sync_batchnorm() else method
 
 
 @torch.no_grad()
@@ -137,7 +113,7 @@ def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
 
     if mean_std is None:
         raise ValueError("data.augment=device needs make_train_step(..., mean_std=(mean, std))")
-    return DeviceMultiCrop(**crop_kwargs(cfg.data, *mean_std)).to(dev)
+    return DeviceMultiCrop(crop_policy(cfg.data), *mean_std).to(dev)
 
 
 def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device,
@@ -148,7 +124,7 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
     uint8 views (``data.normalize_on_device``) are normalised on ``dev`` with ``mean_std``; with
     ``data.augment=device`` the views arrive as one uint8 image batch and every crop is drawn here."""
     total = spe * cfg.optim.epochs
-    lr = cfg.optim.lr * cfg.optim.batch_size / 256.0
+    lr = peak_lr(cfg.optim)
     lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
     wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
     scheds = method.schedules()
@@ -185,7 +161,7 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
         method.after_backward(state)
         D.all_reduce_grads(params)
         if cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad, foreach=True)
+            clip_gradients(params, cfg.optim.clip_grad, cfg.optim.clip_mode)
         opt.step()
         if pairs:
             ema_update(pairs, values["momentum"])
@@ -193,6 +169,44 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
         return out, values, cur_lr, cur_wd
 
     return train_step
+
+
+PAUSE_ENV = "SSL_BENCH_PAUSE_AT_STEP"
+
+
+def pause_point() -> tuple[int, Path] | None:
+    """``SSL_BENCH_PAUSE_AT_STEP=N:PATH``: after step N (and its checkpoint) the run waits until PATH
+    exists. A fixed point for tests that act on a running job (requeue, preemption) without racing it."""
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return None
+    step, sep, path = value.partition(":")
+    if not (sep and step.isdigit() and path):
+        raise UserError(f"{PAUSE_ENV}={value!r} is not STEP:PATH (e.g. 4:/tmp/release)")
+    return int(step), Path(path)
+
+
+def wait_at(pause: tuple[int, Path] | None, step: int) -> None:
+    """Wait at the pause point until its file exists; a SIGTERM meanwhile (a requeue or scancel: submitit
+    ignores SIGTERM) ends the process at once with 143, so a paused job never outlives its allocation."""
+    if pause is None or step != pause[0]:
+        return
+    import signal
+    import threading
+
+    log.warning("paused after step %d until %s exists (%s)", step, pause[1], PAUSE_ENV)
+    stop = threading.Event()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
+    try:
+        while not pause[1].exists() and not stop.is_set():
+            time.sleep(0.1)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if stop.is_set():
+        log.warning("terminated while paused after step %d", step)
+        raise SystemExit(143)
 
 
 def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
@@ -234,7 +248,7 @@ class Trainer:
 
             transform = base_transform(cfg.data.device_load_size or cfg.data.global_size)
         else:
-            transform = MultiCropTransform(**crop_kwargs(cfg.data, splits.mean, splits.std),
+            transform = MultiCropTransform(crop_policy(cfg.data), splits.mean, splits.std,
                                            normalize=not cfg.data.normalize_on_device)
         return run_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch,
                           epoch + 1 if end_epoch is None else end_epoch, D.rank(), D.world_size(), start_batch,
@@ -263,7 +277,7 @@ class Trainer:
 
     def _train(self, run: RunDir, method: Method, splits: DataSplits, spe: int) -> RunResult:
         cfg, dev = self.cfg, self.device
-        opt = make_optimizer(cfg, method)
+        opt = make_optimizer(cfg.optim, method)
         start_epoch, step, start_batch, partial = 0, 0, 0, {}
         if run.has_checkpoint() and cfg.resume == "auto":
             ckpt = load_checkpoint(run.checkpoint, method, opt)
@@ -279,6 +293,7 @@ class Trainer:
         t_start = time.perf_counter()
         last: dict[str, float] = {}
         batches = iter(self._loader(splits, start_epoch, start_batch, cfg.optim.epochs))
+        pause = pause_point()
         for epoch in range(start_epoch, cfg.optim.epochs):
             skip = start_batch if epoch == start_epoch else 0
             loader = itertools.islice(batches, spe - skip)
@@ -300,6 +315,7 @@ class Trainer:
                 if every and step % every == 0 and n < spe and D.is_main():
                     partial_sums = {k: float(v) for k, v in sums.items()}
                     save_checkpoint(run.checkpoint, method, opt, epoch, step, {"partial": partial_sums})
+                wait_at(pause, step)
             means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
             if not math.isfinite(means.get("loss", 0.0)):
                 raise FloatingPointError(f"loss is {means['loss']} in epoch {epoch + 1}; lower optim.lr or use fp32")

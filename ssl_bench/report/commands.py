@@ -47,7 +47,9 @@ def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: s
         raise UserError(f"attention maps need a ViT backbone; run {run.run_id} uses {cfg.backbone.name}")
     splits = build_datasets(cfg.dataset, cfg.data)
     root = seg_root or cfg.eval.seg_root
-    size = cfg.eval.seg_size
+    from ssl_bench.evals.segmentation import seg_resolution
+
+    size = seg_resolution(cfg.eval.seg_size, enc)
     pairs = MaskPairs(root) if root else None
     images, maps = [], []
     for i in range(n_images):
