@@ -33,6 +33,12 @@ class BackboneConfig:
     name: str = "vit_tiny"
     img_size: int = 32
 
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        if self.img_size < 1:
+            raise ConfigError(f"bad value for 'backbone.img_size': {self.img_size}; valid: a positive number of pixels")
+
 
 @dataclass
 class ViewAugConfig:
@@ -105,6 +111,21 @@ class DataConfig:
     # one size can ship at their own size (32 for CIFAR): at 224 px crops that is 49x fewer bytes per
     # image and no upsampling in the workers; the crops are resized on the device either way
     device_load_size: Optional[int] = None
+
+    def check(self) -> None:
+        from ssl_bench.errors import ConfigError
+
+        ranges = [("n_global", self.n_global, 1), ("n_local", self.n_local, 0), ("global_size", self.global_size, 1),
+                  ("local_size", self.local_size, 1), ("train_per_class", self.train_per_class, 0),
+                  ("test_per_class", self.test_per_class, 0), ("val_per_class", self.val_per_class, 0),
+                  ("num_workers", self.num_workers, 0), ("device_load_size", self.device_load_size, 1)]
+        for key, value, low in ranges:
+            if value is not None and value < low:
+                raise ConfigError(f"bad value for 'data.{key}': {value}; valid: >= {low}")
+        for key in ("global_scale", "local_scale"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+                raise ConfigError(f"bad value for 'data.{key}': {lo_hi}; valid: [min, max] with 0 < min <= max <= 1")
 
 
 @dataclass
@@ -214,6 +235,29 @@ class ClusterConfig:
     extra: list[str] = field(default_factory=list)  # more sbatch flags as key=value, e.g. [reservation=abc]
     max_requeues: int = 3
     log_dir: Optional[str] = None  # default: <run_dir>/slurm
+
+    def check(self) -> None:
+        """Every value ends up on an ``#SBATCH`` line of a shell script: a newline or other control
+        character would start a new line of the script, so none is allowed, and extra keys must be
+        sbatch long-option names."""
+        import re
+
+        from ssl_bench.errors import ConfigError
+
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            for v in values if isinstance(values, list) else [values]:
+                if isinstance(v, str) and re.search(r"[\x00-\x1f\x7f]", v):
+                    raise ConfigError(f"bad value for 'cluster.{f.name}': {v!r} holds a newline or control character; "
+                                      "valid: one line of printable text")
+        for item in self.extra:
+            key = item.partition("=")[0].lstrip("-")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+                raise ConfigError(f"bad cluster.extra entry {item!r}: the key must be an sbatch option name "
+                                  "(letters, digits, '-', '_'), e.g. reservation=abc")
+        if self.nodes < 1 or self.tasks_per_node < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:
+            raise ConfigError("bad cluster sizes: cluster.nodes, tasks_per_node and cpus_per_task must be >= 1, "
+                              "gpus_per_node >= 0")
 
 
 @dataclass

@@ -6,18 +6,28 @@ and belongs to one run, so concurrent runs cannot corrupt each other.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import yaml
 
 from ssl_bench.atomic import write_json, write_text
+from ssl_bench.errors import UserError
 
-CONFIG, TRAIN_LOG, METRICS, CHECKPOINT = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt"
+CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt", ".lock"
+
+# Config keys that may differ when a run is resumed: they do not change its training trajectory
+# (evaluation, logging, where things live, how it is launched). Everything else must match.
+RESUME_MAY_DIFFER = ("eval.", "progress", "run_dir", "results_root", "resume", "launcher", "nproc", "wait", "cluster.",
+                     "threads", "device", "keep_cpu_memory", "checkpoint_every_steps", "compile", "preset",
+                     "data.root", "data.download", "data.num_workers")
 
 
 def new_run_id(method: str, backbone: str, dataset: str, seed: int) -> str:
@@ -47,6 +57,41 @@ class RunDir:
 
     def read_config(self) -> dict:
         return yaml.safe_load((self.path / CONFIG).read_text())
+
+    def check_resume(self, new_config: dict) -> None:
+        """Refuse to resume with settings that change the training trajectory (batch, crops, optimizer,
+        schedules, method, dataset, seed, ...): one line naming the keys that differ."""
+        saved = _flat(self.read_config())
+        new = _flat(new_config)
+        first = ("method.name", "dataset", "backbone.name")  # named first: they explain the rest
+        changed = sorted((k for k in set(saved) | set(new) if saved.get(k) != new.get(k)
+                          and not k.startswith(RESUME_MAY_DIFFER)), key=lambda k: (k not in first, k))
+        if changed:
+            diff = ", ".join(f"{k} {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise UserError(f"run_dir {str(self.path)!r} was trained with other settings ({diff}{more}); resume=auto "
+                            "continues the same run (only eval.*, logging, paths and launch settings may differ)")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process (an exclusive ``flock`` on ``.lock``, released on exit
+        even when the process dies, so a lock left by a killed run is never stale). A second process is
+        refused with one line naming the holder."""
+        import fcntl
+
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise UserError(f"run_dir {str(self.path)!r} is in use by {holder}; wait for it to end or pick "
+                                "another run_dir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def read_train_log(self) -> list[dict]:
         p = self.path / TRAIN_LOG
@@ -87,7 +132,7 @@ def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     """The columns that identify a run (id, method, backbone, dataset, epochs, seed) and its method flags."""
     cfg = run.read_config()
     ids = {"run_id": run.run_id, "method": cfg["method"]["name"], "backbone": cfg["backbone"]["name"],
-           "dataset": cfg["dataset"], "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"]}
+           "dataset": cfg["dataset"], "preset": cfg.get("preset") or "—", "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"]}
     flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
     return ids, flags
 
@@ -105,7 +150,7 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
         base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
         for r in metrics:
             rows.append({**base, "eval": r["eval"], "metric": r["metric"], "value": float(r["value"]), **flags})
-    cols = ["run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
+    cols = ["run_id", "method", "backbone", "dataset", "preset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
     return pd.DataFrame(rows, columns=None if rows else cols)
 
 

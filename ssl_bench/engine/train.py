@@ -1,6 +1,7 @@
 """The training loop shared by every method."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -59,9 +61,6 @@ def resolve(cfg: RunConfig) -> RunConfig:
     data = cfg.data
     gsize = data.global_size or cfg.backbone.img_size
     n_local = data.n_local if data.n_local is not None else getattr(cfg.method, "n_local", 0)
-    if data.device_load_size is not None and data.device_load_size < 1:
-        raise UserError(f"data.device_load_size={data.device_load_size} is not a size; valid: a positive number "
-                        "of pixels, or null for data.global_size")
     data = replace(data, global_size=gsize, local_size=data.local_size or max(gsize // 2, 1), n_local=n_local)
     return replace(cfg, data=data)
 
@@ -269,7 +268,8 @@ class Trainer:
             raise UserError("a distributed run needs run_dir set before the processes start (the launchers do this)")
         run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir), False)
         try:
-            return self._train(run, method, splits, steps_per_epoch)
+            with run.lock() if D.is_main() else contextlib.nullcontext():
+                return self._train(run, method, splits, steps_per_epoch)
         except BaseException:
             if created and not run.has_checkpoint():
                 shutil.rmtree(run.path, ignore_errors=True)  # no partial run left behind
@@ -280,6 +280,8 @@ class Trainer:
         opt = make_optimizer(cfg.optim, method)
         start_epoch, step, start_batch, partial = 0, 0, 0, {}
         if run.has_checkpoint() and cfg.resume == "auto":
+            if (run.path / "config.yaml").is_file():
+                run.check_resume(yaml.safe_load(to_yaml(cfg)))
             ckpt = load_checkpoint(run.checkpoint, method, opt)
             start_epoch, step = ckpt["epoch"], ckpt["step"]
             start_batch = step - start_epoch * spe  # > 0 when the checkpoint was taken mid-epoch
