@@ -86,3 +86,22 @@ def test_every_plot_kind_from_a_real_tiny_run(tmp_path):
     for name in ("bar_knn_top1", "knn_curve", "loss_curve", f"attention_{run_dir.name}"):
         for ext in ("pdf", "png"):
             assert (fig / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+
+
+def test_report_puts_the_benchmark_s_published_number_beside_ours(tmp_path):
+    """Runs of a recipe whose benchmark publishes numbers (solo-learn for preset=cifar10) get a
+    'published' column with the epochs it trained; runs of other presets get none."""
+    from ssl_bench.report.tables import add_published
+
+    root = tmp_path / "runs"
+    for method, preset, acc in (("byol", "cifar10", 0.41), ("simclr", "cifar10", 0.40), ("dino", "cifar10-cpu", 0.3)):
+        d = root / f"{method}-{preset}"
+        d.mkdir(parents=True)
+        cfg = {"method": {"name": method}, "backbone": {"name": "resnet18"}, "dataset": "cifar10", "preset": preset,
+               "seed": 0, "optim": {"epochs": 2}}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (d / "metrics.json").write_text(json.dumps([{"eval": "linear", "metric": "top1", "value": acc}]))
+    table, sources = add_published(summary_table(load_runs(root), ["linear/top1"]), ["linear/top1"])
+    cell = dict(zip(table["method"], table["published linear/top1"]))
+    assert cell == {"byol": "0.9258 (1000 ep)", "simclr": "0.9074 (1000 ep)", "dino": "—"}
+    assert len(sources) == 1 and "solo-learn" in sources[0]

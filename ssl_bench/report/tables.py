@@ -13,7 +13,7 @@ from ssl_bench.results import load_runs
 
 log = logging.getLogger(__name__)
 
-ROW_KEYS = ["method", "backbone", "dataset", "epochs"]
+ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
 DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
                    "train/collapsed"]
 
@@ -44,6 +44,38 @@ def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: 
     value_cols = [c for c in cols if c in wide.columns]
     wide[value_cols] = wide[value_cols].fillna("—")  # a row without that eval (not run), not a number
     return wide[keys + value_cols]
+
+
+def published_results() -> dict:
+    """``report/published.yaml``: per preset, the benchmark's own numbers for each method."""
+    from importlib import resources
+
+    import yaml
+
+    return yaml.safe_load(resources.files("ssl_bench.report").joinpath("published.yaml").read_text()) or {}
+
+
+def add_published(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """A 'published <column>' beside each requested column that the benchmark of a row's recipe reports
+    (the number and the epochs it trained), and the sources to cite under the table."""
+    if table.empty or "preset" not in table.columns:
+        return table, []
+    ref = published_results()
+    sources: list[str] = []
+    for col in columns:
+        cells, used = [], set()
+        for method, preset in zip(table["method"], table["preset"]):
+            entry = ref.get(preset) or {}
+            value = (entry.get(col) or {}).get(method)
+            epochs = entry.get("epochs")
+            epochs = epochs.get(method) if isinstance(epochs, dict) else epochs
+            cells.append(f"{value:.4f} ({epochs} ep)" if value is not None else "—")
+            if value is not None:
+                used.add(preset)
+        if used:
+            table = table.assign(**{f"published {col}": cells})
+            sources += [f"published ({p}): {ref[p]['source']}" for p in sorted(used) if ref[p].get("source")]
+    return table, list(dict.fromkeys(sources))
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "") -> str:
@@ -97,8 +129,10 @@ def report_command(overrides: list[str]) -> int:
         print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
     cols = opts["columns"].split(",") if "columns" in opts else DEFAULT_COLUMNS
-    table = summary_table(df, cols)
-    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"))
+    table, sources = add_published(summary_table(df, cols), cols)
+    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), "; ".join(sources))
     print(table.to_markdown(index=False))
+    for line in sources:
+        print(line)
     print("\nwrote " + ", ".join(map(str, paths)))
     return 0
