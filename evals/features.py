@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_bench.config import RunConfig
+from ssl_bench.errors import UserError
 from ssl_bench.data.datasets import DataSplits, EvalImage, TransformDataset, normalize_batch, targets_of
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor
             cfg.eval.crop_fraction, cfg.eval.interpolation)
     xtr, ytr = extract_features(encoder, ctx.splits.train, *args)
     xte, yte = extract_features(encoder, ctx.splits.test, *args)
+    bad = int((~torch.isfinite(xtr)).any(1).sum() + (~torch.isfinite(xte)).any(1).sum())
+    if bad:
+        raise UserError(f"the encoder's features hold NaN or inf for {bad} of {len(xtr) + len(xte)} images (its weights "
+                        "diverged); refusing to score them")
     out = (xtr, ytr, xte, yte)
     if ctx.cache is not None:
         ctx.cache[key] = out

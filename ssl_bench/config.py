@@ -154,6 +154,9 @@ class OptimConfig:
     # lars: trust coefficient (eta) and solo-learn's clip_lr (the adapted LR never exceeds the scheduled one)
     lars_eta: float = 0.001
     lars_clip_lr: bool = False
+    # stop the run when a parameter's norm exceeds this (weights exploding while the loss stays finite);
+    # 0 disables. Healthy runs stay orders of magnitude below (a ViT-S weight matrix: ~15)
+    max_param_norm: float = 1.0e4
 
     def check(self) -> None:
         from ssl_bench.errors import ConfigError
@@ -163,7 +166,7 @@ class OptimConfig:
                   ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
                   ("weight_decay", self.weight_decay >= 0, ">= 0"), ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),
                   ("clip_grad", self.clip_grad >= 0, ">= 0 (0 disables)"), ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
-                  ("lars_eta", self.lars_eta > 0, "> 0")]
+                  ("lars_eta", self.lars_eta > 0, "> 0"), ("max_param_norm", self.max_param_norm >= 0, ">= 0 (0 disables)")]
         for key, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"bad value for 'optim.{key}': {getattr(self, key)}; valid: {valid}")

@@ -15,11 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import logging
+
 import pandas as pd
 import yaml
 
-from ssl_bench.atomic import write_json, write_text
+from ssl_bench.atomic import finite, write_json, write_text
 from ssl_bench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt", ".lock"
 
@@ -89,6 +93,9 @@ class RunDir:
                                 "another run_dir") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            for tmp in self.path.glob(".*.tmp"):  # half-written files of a writer killed mid-save
+                log.info("removing %s, left by a run killed while writing", tmp)
+                tmp.unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)
@@ -100,7 +107,8 @@ class RunDir:
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
     def write_train_log(self, records: Iterable[dict]) -> None:
-        write_text(self.path / TRAIN_LOG, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        write_text(self.path / TRAIN_LOG, "".join(json.dumps(finite(r), sort_keys=True, allow_nan=False) + "\n"
+                                                  for r in records))
 
     def append_train_log(self, record: dict) -> None:
         """Rewrite the whole (small) log atomically with the new record, replacing one of the same epoch."""
@@ -137,34 +145,62 @@ def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     return ids, flags
 
 
-def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
-    """Every finished run under ``root`` as a tidy frame: one row per (run, eval, metric)."""
-    rows = []
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError)
+
+
+def _run_dirs(root: str | Path) -> Iterator[RunDir]:
     for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
-        run = RunDir(cfg_path.parent)
-        metrics = run.read_metrics()
-        if not metrics:
+        yield RunDir(cfg_path.parent)
+
+
+def _skip(run: RunDir, err: Exception, skipped: list[str]) -> None:
+    """A run whose files cannot be read is skipped with a warning naming it, never a traceback for all."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    log.warning("skipping run %s: a file in it cannot be read (%s: %s)", run.path, type(err).__name__, text)
+    skipped.append(str(run.path))
+
+
+def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
+    """Every finished run under ``root`` as a tidy frame: one row per (run, eval, metric). Unreadable
+    runs are skipped with a warning; their folders are listed in ``frame.attrs["skipped"]``."""
+    rows, skipped = [], []
+    for run in _run_dirs(root):
+        try:
+            metrics = run.read_metrics()
+            if not metrics:
+                continue
+            ids, flags = _identity(run)
+            collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
+            base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
+            new = [{**base, "eval": r["eval"], "metric": r["metric"],
+                    "value": float("nan") if r["value"] is None else float(r["value"]), **flags} for r in metrics]
+        except _UNREADABLE as err:
+            _skip(run, err, skipped)
             continue
-        ids, flags = _identity(run)
-        collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
-        base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
-        for r in metrics:
-            rows.append({**base, "eval": r["eval"], "metric": r["metric"], "value": float(r["value"]), **flags})
+        rows += new
     cols = ["run_id", "method", "backbone", "dataset", "preset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
-    return pd.DataFrame(rows, columns=None if rows else cols)
+    df = pd.DataFrame(rows, columns=None if rows else cols)
+    df.attrs["skipped"] = skipped
+    return df
 
 
 def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
-    """Per-epoch training logs of every run under ``root``: one row per (run, epoch)."""
-    frames = []
-    for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
-        run = RunDir(cfg_path.parent)
-        log = run.read_train_log()
-        if not log:
+    """Per-epoch training logs of every run under ``root``: one row per (run, epoch); unreadable runs
+    are skipped with a warning (``frame.attrs["skipped"]``)."""
+    frames, skipped = [], []
+    for run in _run_dirs(root):
+        try:
+            log_rows = run.read_train_log()
+            if not log_rows:
+                continue
+            ids, flags = _identity(run)
+        except _UNREADABLE as err:
+            _skip(run, err, skipped)
             continue
-        ids, flags = _identity(run)
-        df = pd.DataFrame(log)
+        df = pd.DataFrame(log_rows)
         for k, v in {**ids, **flags}.items():
             df[k] = [v] * len(df)
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.attrs["skipped"] = skipped
+    return out

@@ -2,6 +2,7 @@
 a one-line error with a non-zero exit, or a correct result, and leaves nothing half-written."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -107,3 +108,118 @@ def test_numeric_keys_are_range_checked(override, key, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err and "valid" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_diverging_run_stops_at_the_step_with_one_line(tiny, tmp_path, capsys):
+    """lr 1e4 blows the weights up within a few steps: the run stops at that step (not at the epoch's end)
+    naming it; metrics.json holds no bare NaN anywhere."""
+    rc = main(["run", *DINO_TINY, *tiny, "optim.lr=1e4", "optim.warmup_epochs=0", "optim.clip_grad=0",
+               "optim.epochs=3", f"run_dir={tmp_path / 'div'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "diverged at step" in err, err
+    assert "precision=fp32" not in err  # an fp32 run is not told to use fp32
+    step = int(err.split("diverged at step ")[1].split()[0])
+    assert step < 3 * 4  # stopped before the run's end, at the step it happened
+
+
+def test_parameter_norm_guard_stops_finite_explosions(tiny, tmp_path, capsys):
+    rc = main(["run", *DINO_TINY, *tiny, "optim.max_param_norm=1.0", f"run_dir={tmp_path / 'big'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "optim.max_param_norm=1" in err and "diverged at step 1 " in err
+
+
+def test_nan_features_are_refused_and_metrics_json_is_strict(tmp_path):
+    import json
+    import math
+
+    from ssl_bench.atomic import write_json
+    from ssl_bench.errors import UserError
+    from ssl_bench.evals.features import EvalContext, split_features
+    from ssl_bench.config import build_config
+    from ssl_bench.data.datasets import build_datasets
+    from tests.conftest import TINY
+
+    cfg = build_config(TINY + ["data.train_per_class=4", "data.test_per_class=2"])
+    splits = build_datasets(cfg.dataset, cfg.data)
+
+    class NaN(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 4), float("nan"))
+
+    with pytest.raises(UserError, match="NaN or inf"):
+        split_features(NaN(), EvalContext(cfg, splits, torch.device("cpu"), cache={}))
+    write_json(tmp_path / "m.json", [{"value": float("nan")}, {"value": math.inf}, {"value": 1.0}])
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert [r["value"] for r in json.loads(text)] == [None, None, 1.0]
+
+
+def test_metrics_are_written_after_each_evaluation(tiny, tmp_path, monkeypatch):
+    """A failing later evaluation loses none of the earlier ones."""
+    from ssl_bench.registry import EVALS
+
+    def boom(encoder, ctx):
+        raise RuntimeError("the second evaluation failed")
+
+    EVALS.register("boom")(boom)
+    try:
+        with pytest.raises(RuntimeError):
+            main(["run", *DINO_TINY, *tiny, "evals=knn,boom", f"run_dir={tmp_path / 'r'}"])
+    finally:
+        EVALS.unregister("boom")
+    rows = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert ("knn", "top1") in {(r["eval"], r["metric"]) for r in rows}
+
+
+def test_report_skips_a_corrupt_run_and_names_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_report import make_runs
+
+    root = make_runs(tmp_path / "runs")
+    (root / "dino-s0" / "metrics.json").write_text("{ not json")
+    (root / "simclr-s1" / "config.yaml").write_text("method: [")
+    r = subprocess.run([sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "skipped 2 run folder(s)" in r.stderr and "dino-s0" in r.stderr and "simclr-s1" in r.stderr
+    assert "Traceback" not in r.stderr and "(n=1)" in r.stdout
+
+
+def test_train_and_test_classes_must_match_by_name(tmp_path, capsys):
+    from tests.conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "f", classes=2)
+    (root / "test" / "class1").rename(root / "test" / "zebra")
+    assert main(["run", "dataset=imagefolder", f"data.root={root}", f"results_root={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "test/ lacks class1" in err and "zebra" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("values", [(0, 1), (0, 255), (3, 250)])
+def test_masks_follow_one_rule(tmp_path, values):
+    """0/1, 0/255 and noisy (JPEG-like) masks all read as the drawn foreground; images without a mask
+    are left out with a log line."""
+    import numpy as np
+    from PIL import Image
+
+    from ssl_bench.data.masks import MaskPairs
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    m = np.full((8, 8), values[0], np.uint8)
+    m[2:5, 2:5] = values[1]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "b.png")
+    Image.fromarray(m).save(tmp_path / "masks" / "a.png")
+    pairs = MaskPairs(tmp_path)
+    assert len(pairs) == 1 and pairs[0][1].sum() == 9 and pairs[0][1][3, 3]
+
+
+def test_a_file_half_written_by_a_killed_run_is_removed_on_resume(finished_run, tiny):
+    stale = finished_run / ".checkpoint.pt.k3x9.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 0
+    assert not stale.exists()

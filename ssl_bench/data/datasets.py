@@ -120,6 +120,18 @@ def _image_folder(root: Path, split: str) -> Dataset:
         raise UserError(f"cannot read ImageFolder {str(path)!r}: {err}") from None
 
 
+def _same_classes(train, test, root: Path):
+    """ImageFolder numbers classes by their sorted names per folder: train/ and test/ must hold the same
+    class names, or a test class would be scored as another train class."""
+    if train.classes != test.classes:
+        missing = sorted(set(train.classes) - set(test.classes))
+        extra = sorted(set(test.classes) - set(train.classes))
+        parts = ([f"test/ lacks {', '.join(missing[:5])}"] if missing else []) + \
+                ([f"test/ has {', '.join(extra[:5])} that train/ lacks"] if extra else [])
+        raise UserError(f"data.root {str(root)!r}: train/ and test/ hold different classes ({'; '.join(parts)})")
+    return train, test
+
+
 def _require_root(cfg: DataConfig, name: str) -> Path:
     if not cfg.root:
         raise UserError(f"dataset={name} needs data.root=PATH (a folder with train/ and test/, or torchvision's files)")
@@ -149,7 +161,7 @@ def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train
     def build(cfg: DataConfig) -> DataSplits:
         root = _require_root(cfg, name)
         if (root / "train").is_dir() and (root / "test").is_dir():
-            train, test = _image_folder(root, "train"), _image_folder(root, "test")
+            train, test = _same_classes(_image_folder(root, "train"), _image_folder(root, "test"), root)
         else:
             try:
                 train = tv_cls(str(root), download=cfg.download, **train_kw)
@@ -185,7 +197,7 @@ register_dataset("stl10")(
 def imagefolder(cfg: DataConfig) -> DataSplits:
     """Any ImageFolder tree with train/ and test/ (class sub-folders), ImageNet statistics."""
     root = _require_root(cfg, "imagefolder")
-    train, test = _image_folder(root, "train"), _image_folder(root, "test")
+    train, test = _same_classes(_image_folder(root, "train"), _image_folder(root, "test"), root)
     return DataSplits(train, test, len(train.classes))
 
 

@@ -1,6 +1,12 @@
-"""Image + binary foreground mask pairs for the segmentation evaluations."""
+"""Image + binary foreground mask pairs for the segmentation evaluations.
+
+The one rule for a mask file: a pixel is foreground when its (greyscale) value is above half the
+mask's largest value, so 0/1, 0/255 and JPEG-noisy masks all read as intended; an all-zero mask has
+no foreground.
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +18,18 @@ from ssl_bench.data.datasets import load_image
 from ssl_bench.errors import UserError
 
 IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
+log = logging.getLogger(__name__)
+
+
+def foreground(mask: np.ndarray) -> np.ndarray:
+    """The module's rule: above half the mask's largest value."""
+    top = int(mask.max()) if mask.size else 0
+    return mask > top / 2 if top > 0 else np.zeros(mask.shape, bool)
 
 
 class MaskPairs(Dataset):
-    """``root/images/NAME.*`` with ``root/masks/NAME.*`` (non-zero = foreground), sorted by name."""
+    """``root/images/NAME.*`` with ``root/masks/NAME.*`` (foreground by the module's rule), sorted by
+    name; images without a mask are left out with a log line."""
 
     def __init__(self, root: str | Path) -> None:
         root = Path(root)
@@ -23,8 +37,12 @@ class MaskPairs(Dataset):
         if not img_dir.is_dir() or not mask_dir.is_dir():
             raise UserError(f"eval.seg_root {str(root)!r} needs images/ and masks/ folders")
         masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMG_EXT}
-        self.pairs = [(p, masks[p.stem]) for p in sorted(img_dir.iterdir())
-                      if p.suffix.lower() in IMG_EXT and p.stem in masks]
+        images = [p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMG_EXT]
+        self.pairs = [(p, masks[p.stem]) for p in images if p.stem in masks]
+        missing = [p.name for p in images if p.stem not in masks]
+        if missing:
+            log.warning("eval.seg_root %s: %d image(s) without a mask of the same name left out (%s%s)", root,
+                        len(missing), ", ".join(missing[:3]), ", ..." if len(missing) > 3 else "")
         if not self.pairs:
             raise UserError(f"eval.seg_root {str(root)!r}: no image in images/ has a mask of the same name in masks/")
 
@@ -35,7 +53,7 @@ class MaskPairs(Dataset):
         img_path, mask_path = self.pairs[i]
         img = load_image(str(img_path))
         try:
-            mask = np.array(Image.open(mask_path).convert("L")) > 127
+            mask = foreground(np.array(Image.open(mask_path).convert("L")))
         except Exception as err:
             raise UserError(f"cannot read mask file {mask_path}: {err}") from None
         return img, mask

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import os
 import random
 import shutil
@@ -27,6 +26,7 @@ from ssl_bench.engine import distributed as D
 from ssl_bench.engine import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
+from ssl_bench.engine.guards import DivergenceGuard
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method, StepState
@@ -296,6 +296,10 @@ class Trainer:
         last: dict[str, float] = {}
         batches = iter(self._loader(splits, start_epoch, start_batch, cfg.optim.epochs))
         pause = pause_point()
+        guard = DivergenceGuard([p for p in method.parameters() if p.requires_grad], cfg.optim.max_param_norm, dev,
+                                run.checkpoint, cfg.precision == "bf16")
+        if run.has_checkpoint() and step:
+            guard.saved(start_epoch, step)
         for epoch in range(start_epoch, cfg.optim.epochs):
             skip = start_batch if epoch == start_epoch else 0
             loader = itertools.islice(batches, spe - skip)
@@ -311,16 +315,15 @@ class Trainer:
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n += 1
                 step += 1
-                if step % 25 == 0 and not torch.isfinite(out["loss"].detach()):
-                    raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower optim.lr or use fp32")
+                guard.check(out["loss"], step, epoch)
                 every = cfg.checkpoint_every_steps
                 if every and step % every == 0 and n < spe and D.is_main():
                     partial_sums = {k: float(v) for k, v in sums.items()}
                     save_checkpoint(run.checkpoint, method, opt, epoch, step, {"partial": partial_sums})
+                    guard.saved(epoch, step)
                 wait_at(pause, step)
+            guard.check(out["loss"], step, epoch, force=True)  # the epoch's last step, whatever the cadence
             means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
-            if not math.isfinite(means.get("loss", 0.0)):
-                raise FloatingPointError(f"loss is {means['loss']} in epoch {epoch + 1}; lower optim.lr or use fp32")
             dt = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "step": step, "lr": cur_lr, "wd": cur_wd, **means,
                       **{k: v for k, v in values.items()}, "epoch_time_s": dt,
@@ -333,6 +336,7 @@ class Trainer:
             if D.is_main():
                 run.append_train_log(record)
                 save_checkpoint(run.checkpoint, method, opt, epoch + 1, step)
+                guard.saved(epoch + 1, step)
         if not last:  # resumed a finished run: take the diagnostics from its log
             log_rows = run.read_train_log()
             last = {k: v for k, v in (log_rows[-1] if log_rows else {}).items() if isinstance(v, float)}
@@ -346,28 +350,37 @@ class Trainer:
         collapsed = method.collapsed(last)
         if collapsed is not None:
             rows.append({"eval": "train", "metric": "collapsed", "value": float(collapsed)})
-        rows += self.evaluate(method.encoder(), splits, cfg.eval.evals)
+        run.write_metrics(rows)  # then after each evaluation, so a later failure loses none of them
+        rows += self.evaluate(method.encoder(), splits, cfg.eval.evals, write=run.write_metrics)
         if cfg.eval.baseline and cfg.eval.evals:
-            rows += self.evaluate_baseline(splits, cfg.eval.evals)
-        run.write_metrics(rows)
+            rows += self.evaluate_baseline(splits, cfg.eval.evals, write=run.write_metrics)
         return RunResult(run, rows)
 
-    def evaluate(self, encoder: nn.Module, splits: DataSplits, names: list[str]) -> list[dict]:
+    def evaluate(self, encoder: nn.Module, splits: DataSplits, names: list[str], write=None) -> list[dict]:
+        """The rows of each named evaluation (one feature cache for all); ``write`` gets each eval's rows
+        as soon as they exist."""
         from ssl_bench.evals.features import EvalContext
 
         ctx = EvalContext(self.cfg, splits, self.device, cache={})
         rows: list[dict] = []
         for name in names:
-            rows += EVALS.get(name).obj(encoder, ctx)
+            new = EVALS.get(name).obj(encoder, ctx)
+            if write is not None:
+                write(new)
+            rows += new
         return rows
 
-    def evaluate_baseline(self, splits: DataSplits, names: list[str]) -> list[dict]:
+    def evaluate_baseline(self, splits: DataSplits, names: list[str], write=None) -> list[dict]:
         """The ``@init`` rows: the same evaluations of the run's backbone at random initialisation,
         computed once per process for the same initial weights and evaluation settings (``baselines``)."""
         encoder = build_method(self.cfg).to(self.device).encoder()
-        return baselines.get_or_compute(
-            baselines.key(encoder, self.cfg, names, self.device),
-            lambda: [{**r, "eval": f"{r['eval']}@init"} for r in self.evaluate(encoder, splits, names)])
+        rename = lambda rows: [{**r, "eval": f"{r['eval']}@init"} for r in rows]  # noqa: E731
+        each = (lambda rows: write(rename(rows))) if write is not None else None
+        rows = baselines.get_or_compute(baselines.key(encoder, self.cfg, names, self.device),
+                                        lambda: rename(self.evaluate(encoder, splits, names, write=each)))
+        if write is not None:
+            write(rows)  # taken from the cache: not written yet
+        return rows
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:

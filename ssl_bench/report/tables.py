@@ -3,6 +3,7 @@ cells mean ± std over seeds with the number of seeds; written as Markdown, LaTe
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -113,11 +114,13 @@ def parse_filters(overrides: list[str]) -> tuple[dict[str, str], dict[str, str]]
 
 def filtered_runs(root: str, filters: dict[str, str]) -> pd.DataFrame:
     df = load_runs(root)
+    skipped = df.attrs.get("skipped", [])
     for key, value in filters.items():
         if key not in df.columns:
             raise UserError(f"unknown report filter {key!r}; valid: {', '.join(df.columns)}")
         allowed = value.split(",")
         df = df[df[key].astype(str).isin(allowed)]
+    df.attrs["skipped"] = skipped
     return df
 
 
@@ -125,6 +128,10 @@ def report_command(overrides: list[str]) -> int:
     opts, filters = parse_filters(overrides)
     root = opts.get("results_root", "results/runs")
     df = filtered_runs(root, filters)
+    skipped = df.attrs.get("skipped", [])
+    if skipped:
+        print(f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
+              file=sys.stderr)
     if df.empty:
         print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
