@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _CACHE: "OrderedDict[str, list[dict]]" = OrderedDict()
 MAX_ENTRIES = 16
-TRAIN_ONLY_DATA = ("n_global", "n_local", "local_size", "global_scale", "local_scale", "blur", "solarize", "augment",
+TRAIN_ONLY_DATA = ("n_global", "n_local", "local_size", "global_scale", "local_scale", "blur", "solarize", "aug", "augment",
                    "device_load_size", "normalize_on_device")
 
 
