@@ -21,6 +21,7 @@ TINY = [
     "backbone=vit_tiny",
     "backbone.img_size=16",
     "backbone.depth=1",
+    "backbone.patch_size=4",
     "data.local_size=8",
     "data.num_workers=0",
     "optim.batch_size=16",

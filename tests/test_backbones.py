@@ -6,7 +6,9 @@ from ssl_bench.config import build_config
 
 
 def _bb(*over):
-    return build_backbone(build_config(list(over)).backbone)
+    """The backbone alone; ViTs at patch 4 (vit_tiny's own, which the DINO demo recipe changes to 8)."""
+    vit = any(o.startswith("backbone=vit") for o in over)
+    return build_backbone(build_config(list(over) + (["backbone.patch_size=4"] if vit else [])).backbone)
 
 
 def test_vit_dynamic_size_and_attention():

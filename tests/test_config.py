@@ -6,9 +6,10 @@ from ssl_bench.errors import ConfigError, UserError
 
 
 def test_defaults_then_preset_then_cli():
+    assert build_config(["method=simclr"]).backbone.depth == 4  # from configs/default.yaml
     cfg = build_config(["method=dino"])
     assert cfg.preset == "default" and cfg.dataset == "digits"
-    assert cfg.backbone.depth == 4  # from configs/default.yaml
+    assert (cfg.backbone.depth, cfg.backbone.patch_size) == (2, 8)  # DINO's demo recipe, over the shared preset
     assert cfg.method.out_dim == 1024 and cfg.method.use_bn_in_head  # DINO's own settings for this preset
     cfg = build_config(["method=dino", "backbone.depth=2", "method.out_dim=256", "optim.lr=0.01"])
     assert (cfg.backbone.depth, cfg.method.out_dim, cfg.optim.lr) == (2, 256, 0.01)

@@ -81,7 +81,8 @@ def test_teacher_warmup_schedule_is_linear_per_step():
 
 def test_teacher_momentum_cosine_end_point():
     """Paper default: 0.996 -> 1 at the last step; momentum_teacher_end stops the anneal (short presets)."""
-    _, m = _dino("method.momentum_teacher=0.996")
+    assert build_config(["method=dino", "preset=paper"]).method.momentum_teacher_end == 1.0
+    _, m = _dino("method.momentum_teacher=0.996", "method.momentum_teacher_end=1.0")
     f = m.schedules()["momentum"]
     assert f(0, 10, 100) == 0.996 and f(99, 10, 100) == 1.0 and 0.996 < f(50, 10, 100) < 1.0
     _, m = _dino("method.momentum_teacher=0.99", "method.momentum_teacher_end=0.99")
