@@ -52,12 +52,13 @@ def _upsample(mask_hw: Tensor, size: int) -> Tensor:
     return F.interpolate(mask_hw[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
 
 
-def _pairs(ctx: EvalContext):
-    root = ctx.cfg.eval.seg_root
+def seg_pairs(cfg):
+    """The (image, mask) pairs of ``eval.seg_root``: a folder of images/ + masks/, or ``voc:PATH``."""
+    root = cfg.eval.seg_root
     if not root:
         raise UserError("the seg eval needs eval.seg_root=PATH (images/ + masks/ folder) or eval.seg_root=voc:PATH")
     if root.startswith("voc:"):
-        return VOCForeground(root[4:], download=ctx.cfg.data.download)
+        return VOCForeground(root[4:], download=cfg.data.download)
     return MaskPairs(root)
 
 
@@ -123,7 +124,7 @@ def seg_resolution(size: int | None, encoder: nn.Module) -> int:
 def seg_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     """Attention-mask Jaccard (ViT) and linear patch probe mIoU on image + mask pairs."""
     cfg = ctx.cfg
-    pairs = _pairs(ctx)
+    pairs = seg_pairs(ctx.cfg)
     size, mean, std = seg_resolution(cfg.eval.seg_size, encoder), ctx.splits.mean, ctx.splits.std
     patch = getattr(encoder, "patch_size", 1)
     if size % patch:

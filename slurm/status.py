@@ -52,14 +52,26 @@ def sweep_command(args: list[str]) -> int:
 
 
 def member_state(run_dir: str, job_id: str | None) -> dict:
-    """State of one run: pending, running, done, failed (with log tail); requeue count."""
+    """State of one run: pending, running, done, failed (with log tail), stopped (a local run whose process
+    is gone before it finished), unreadable (a file in it cannot be read, named); requeue count."""
+    run = RunDir(run_dir)
+    try:
+        return _member_state(run, job_id)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return {"run_dir": str(run.path), "job_id": job_id, "state": "unreadable", "requeues": 0, "epochs_done": 0,
+                "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+
+
+def _member_state(run: RunDir, job_id: str | None) -> dict:
     from ssl_bench.slurm.submit import slurm_job_state
 
-    run = RunDir(run_dir)
     status = json.loads((run.path / "status.json").read_text()) if (run.path / "status.json").is_file() else {}
     state = status.get("state")
     if state is None:
-        state = "done" if run.read_metrics() else ("running" if run.read_train_log() else "pending")
+        started = bool(run.read_train_log()) or run.has_checkpoint()
+        state = "done" if run.read_metrics() else ("running" if started else "pending")
+        if state == "running" and not job_id and not run.in_use():
+            state = "stopped"  # no process holds the folder: killed or interrupted; resume=auto continues it
     slurm = slurm_job_state(job_id) if job_id else None
     if state in ("pending", "running") and slurm in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
         state = "failed"
@@ -91,13 +103,18 @@ def status_command(args: list[str]) -> int:
             target = Path("results/sweeps") / f"{args[0]}.json"
         if not target.is_file():
             raise UserError(f"{args[0]!r} is neither a run folder nor a sweep manifest (results/sweeps/*.json)")
-        members = json.loads(target.read_text())["members"]
+        try:
+            members = json.loads(target.read_text())["members"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
     rows = [member_state(m["run_dir"], m.get("job_id")) for m in members]
     for r in rows:
         line = f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  {r['run_dir']}"
         print(line)
         if r.get("error"):
             print("    " + r["error"].replace("\n", "\n    "))
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("pending", "running", "done", "failed")}
-    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    states = ("pending", "running", "done", "failed", "stopped", "unreadable")
+    counts = {s: sum(r["state"] == s for r in rows) for s in states}
+    print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in states[:4]))
     return 0

@@ -76,6 +76,22 @@ class RunDir:
             raise UserError(f"run_dir {str(self.path)!r} was trained with other settings ({diff}{more}); resume=auto "
                             "continues the same run (only eval.*, logging, paths and launch settings may differ)")
 
+    def in_use(self) -> bool:
+        """Whether a process holds this folder's lock now (a training run that is alive)."""
+        import fcntl
+
+        if not (self.path / LOCK).is_file():
+            return False
+        fd = os.open(self.path / LOCK, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run folder for this process (an exclusive ``flock`` on ``.lock``, released on exit

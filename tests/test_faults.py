@@ -223,3 +223,56 @@ def test_a_file_half_written_by_a_killed_run_is_removed_on_resume(finished_run, 
     stale.write_bytes(b"half a checkpoint")
     assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 0
     assert not stale.exists()
+
+
+def test_status_tells_a_killed_local_run_from_a_running_one(finished_run, tmp_path, capsys):
+    from ssl_bench.results import RunDir
+
+    (finished_run / "metrics.json").unlink()  # trained epochs and a checkpoint, no result: not finished
+    assert main(["status", str(finished_run)]) == 0
+    assert capsys.readouterr().out.startswith("stopped")
+    with RunDir(finished_run).lock():  # a live process holds the folder
+        assert main(["status", str(finished_run)]) == 0
+        assert capsys.readouterr().out.startswith("running")
+    (finished_run / "train.jsonl").write_text("{ broken")
+    assert main(["status", str(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("unreadable") and "JSONDecodeError" in out and "1 unreadable" in out
+    manifest = tmp_path / "sweep.json"
+    manifest.write_text("{ not json")
+    assert main(["status", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sweep.json" in err
+
+
+def test_evaluation_data_is_checked_before_training(tmp_path, capsys):
+    """A broken test image or a one-class training split under the linear probe fails in seconds, before
+    any training, naming the problem; no run folder is left."""
+    from tests.conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "f", classes=2)
+    bad = root / "test" / "class1" / "003.png"
+    bad.write_bytes(b"not a png")
+    common = ["dataset=imagefolder", f"data.root={root}", "backbone.img_size=16", "backbone.patch_size=4",
+              "optim.batch_size=4", f"results_root={tmp_path / 'runs'}", "progress=false"]
+    assert main(["run", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "003.png" in err
+    assert not (tmp_path / "runs").exists()  # failed before the run folder existed
+    one = make_image_folder(tmp_path / "g", classes=1)
+    assert main(["run", *common[2:], "dataset=imagefolder", f"data.root={one}", "evals=knn,linear"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "at least 2 classes" in err
+
+
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_divergence_guard_takes_any_loss_shape(shape, tmp_path):
+    from ssl_bench.engine.guards import DivergenceGuard
+    from ssl_bench.errors import UserError
+
+    p = torch.nn.Parameter(torch.ones(3))
+    guard = DivergenceGuard([p], 10.0, torch.device("cpu"), tmp_path / "checkpoint.pt", bf16=True)
+    guard.check(torch.ones(shape), step=1, epoch=0)  # healthy: nothing happens
+    guard.saved(1, 5)
+    with pytest.raises(UserError, match=r"step 6 .*nan.*epoch 1, step 5.*precision=fp32"):
+        guard.check(torch.full(shape, float("nan")), step=6, epoch=1)

@@ -31,11 +31,12 @@ class DivergenceGuard:
         norm = loss.new_zeros(())
         if self.limit > 0 and self.params:
             norm = torch.stack(torch._foreach_norm(self.params)).max().float()
-        state = torch.stack([(~torch.isfinite(loss.detach().float())).float(), norm.to(loss.device)])
+        bad = (~torch.isfinite(loss.detach().float())).any().float()  # any shape: lightly's SwAV loss is (1,)
+        state = torch.stack([bad, norm.to(bad.device)])
         state = D.all_reduce_mean(state)
         bad_loss, top = bool(state[0] > 0), float(state[1])
         if bad_loss or (self.limit > 0 and not top <= self.limit):
-            what = (f"the loss is {loss.item():.4g}" if bad_loss else
+            what = (f"the loss is {loss.detach().float().sum().item():.4g}" if bad_loss else
                     f"a parameter's norm reached {top:.3g} (optim.max_param_norm={self.limit:g})")
             if self.last_saved:
                 epoch_done, step_done = self.last_saved

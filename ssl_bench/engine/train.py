@@ -27,6 +27,7 @@ from ssl_bench.engine import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
 from ssl_bench.engine.guards import DivergenceGuard
+from ssl_bench.engine.preflight import preflight
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method, StepState
@@ -263,6 +264,8 @@ class Trainer:
         steps_per_epoch = len(splits.train) // global_batch
         if steps_per_epoch == 0:
             raise UserError(f"optim.batch_size={global_batch} is larger than the {len(splits.train)} training images")
+        if D.is_main():
+            preflight(cfg, splits)
         method = prepare_distributed(build_method(cfg), self.device).to(self.device)
         if D.is_dist() and not cfg.run_dir:
             raise UserError("a distributed run needs run_dir set before the processes start (the launchers do this)")
