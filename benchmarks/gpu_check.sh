@@ -8,20 +8,29 @@
 #
 #     bash benchmarks/gpu_check.sh [OUTDIR] [PARTS...]   # CSVs under results/benchmarks/*_gpu*.csv, log in OUTDIR
 #
-# PARTS (default: all, in this order, the most needed first): tests (90 s) loop (140 s) workers (60 s)
-# step (60 s) bf16 (75 s) methods (120 s) compile (160 s) - 705 s in all, more than one 600 s device call,
-# so e.g. `bash benchmarks/gpu_check.sh results/benchmarks tests loop workers step` (350 s) and the rest later.
+# PARTS (default: all but the two quality parts, in this order, the most needed first): tests (90 s)
+# loop (140 s) workers (60 s) step (60 s) bf16 (75 s) methods (120 s) compile (160 s) - 705 s in all, more
+# than one 600 s device call, so e.g. `bash benchmarks/gpu_check.sh results/benchmarks tests loop workers step`
+# (350 s) and the rest later. Quality parts, each a call of its own, on the CIFAR-10 subset unpacked at
+# $CIFAR (default data/cifar10_subset: the first 2,000 train and 200 test images per class):
+# recipes (560 s): every method's cifar10 recipe (solo-learn's), $RECIPE_EPOCHS epochs (default 5), report
+#   with solo-learn's published numbers beside; ablation (560 s): ablate dino with the cifar10 recipe and
+#   DINO App. D's center momentum / teacher temperature grid.
 #
 # Needs the suite installed (pip install -e .) and CUDA. Each part has its own time limit so one slow
 # part (torch.compile) cannot take the others' time.
 set -u
 OUTDIR=${1:-results/benchmarks}
 ALL="tests loop workers step bf16 methods compile"
+QUALITY="recipes ablation"
 PARTS=${*:2}
 PARTS=${PARTS:-$ALL}
 for p in $PARTS; do
-    [[ " $ALL " == *" $p "* ]] || { echo "gpu_check.sh: unknown part '$p'; valid parts: $ALL" >&2; exit 2; }
+    [[ " $ALL $QUALITY " == *" $p "* ]] || { echo "gpu_check.sh: unknown part '$p'; valid parts: $ALL $QUALITY" >&2; exit 2; }
 done
+CIFAR=${CIFAR:-data/cifar10_subset}
+RECIPE="preset=cifar10 data.root=$CIFAR precision=bf16 data.augment=device data.num_workers=4
+        optim.epochs=${RECIPE_EPOCHS:-5} optim.warmup_epochs=1 evals=knn,linear seed=0"
 mkdir -p "$OUTDIR"
 W=$(( $(nproc) - 2 ))
 # CIFAR-sized (32 px) images ship at their own size; the device draws the 224/96 px crops
@@ -59,4 +68,12 @@ methods) part 120 python3 benchmarks/throughput.py method=simclr,byol,moco,swav 
 # compile: torch.compile on top of bf16 (0.98x when last measured)
 compile) part 160 python3 benchmarks/options.py $DINO precision=bf16 data.augment=device --options "compile=true" --rounds 3 \
     --steps 5 --warmup 4 --images 1024 --out options_gpu_compile.csv ;;
+# recipes: each method's cifar10 recipe on the subset, then the table with the published numbers beside
+recipes) part 540 python3 -m ssl_bench sweep method=dino,simclr,byol,moco,moco_v3,swav $RECIPE progress=false \
+    results_root=results/runs/gpu-recipes
+    part 20 python3 -m ssl_bench report results_root=results/runs/gpu-recipes name=cifar10_recipes_gpu out="$OUTDIR" \
+    columns=knn/top1,knn@init/top1,linear/top1,linear@init/top1,train/images_per_s ;;
+# ablation: centering x sharpening with the DINO cifar10 recipe, and App. D's center momentum grid
+ablation) part 540 python3 -m ssl_bench ablate dino $RECIPE evals=knn method.center_momentum=0.9,0.99,0.999 \
+    results_root=results/runs/gpu-ablation out="$OUTDIR" ;;
 esac; done
