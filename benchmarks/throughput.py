@@ -111,7 +111,7 @@ def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int =
     for w in workers:
         tr = Trainer(build_config(cfg_over + [f"data.num_workers={w}"]))
         splits = DataSplits(ListDataset(images, [0] * len(images)), ListDataset(images[:1], [0]), 10, MEAN, STD)
-        it = endless(lambda: tr._loader(splits, 0))
+        it = endless(lambda: tr.training_batches(splits, 0))
         next(it)  # start-up (worker spawn) excluded
         t = time.perf_counter()
         for _ in range(batches):

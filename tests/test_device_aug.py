@@ -144,7 +144,7 @@ def test_device_load_size_ships_small_images_and_crops_at_full_size():
                                        "optim.batch_size=4"]))
     pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in _images(8, 32)]
     splits = DataSplits(ListDataset(pil, [0] * 8), ListDataset(pil[:1], [0]), 10, MEAN, STD)
-    batch, _ = next(iter(Trainer(cfg)._loader(splits, 0)))
+    batch, _ = next(iter(Trainer(cfg).training_batches(splits, 0)))
     assert batch.dtype == torch.uint8 and tuple(batch.shape) == (4, 3, 8, 8)
     crops = device_augmenter(cfg, (MEAN, STD), torch.device("cpu"))(batch, 0)
     assert tuple(crops[0].shape) == (4, 3, cfg.data.global_size, cfg.data.global_size) and cfg.data.global_size > 8

@@ -239,7 +239,7 @@ class Trainer:
             keep_freed_memory()
 
     # -- data ------------------------------------------------------------------------------------
-    def _loader(self, splits: DataSplits, epoch: int, start_batch: int = 0, end_epoch: int | None = None):
+    def training_batches(self, splits: DataSplits, epoch: int, start_batch: int = 0, end_epoch: int | None = None):
         """The training batches of ``epoch`` (from ``start_batch``) through ``end_epoch - 1`` (default:
         that one epoch) from one DataLoader, so its workers start once."""
         cfg = self.cfg
@@ -297,7 +297,7 @@ class Trainer:
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
-        batches = iter(self._loader(splits, start_epoch, start_batch, cfg.optim.epochs))
+        batches = iter(self.training_batches(splits, start_epoch, start_batch, cfg.optim.epochs))
         pause = pause_point()
         guard = DivergenceGuard([p for p in method.parameters() if p.requires_grad], cfg.optim.max_param_norm, dev,
                                 run.checkpoint, cfg.precision == "bf16")
