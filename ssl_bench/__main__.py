@@ -61,6 +61,11 @@ def cmd_run(overrides: list[str]) -> int:
         if trained is not None:
             base = f"   random init: {init:.4f}" if init is not None else ""
             print(f"{ev} top-1 ({cfg.method.name}, {cfg.backbone.name}, {cfg.dataset}): {trained:.4f}{base}")
+    below = [ev for ev in cfg.eval.evals if m.get((ev, "top1")) is not None and m.get((f"{ev}@init", "top1")) is not None
+             and m[(ev, "top1")] < m[(f"{ev}@init", "top1")]]
+    if below:
+        print(f"warning: {', '.join(below)} top-1 is below the same backbone at random initialisation: "
+              "this run's training made the features worse")
     if m.get(("train", "collapsed")):
         print("warning: the run collapsed (see train.jsonl: teacher entropy and KL)")
     return 0

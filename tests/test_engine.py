@@ -193,3 +193,15 @@ def test_random_init_baseline_is_computed_once_per_weights_and_eval_settings(tin
     baselines.clear()
     fresh, reused_e = init_rows("method=byol", "data.n_local=0")
     assert not reused_e and fresh == a
+
+
+def test_a_run_below_random_init_says_so(tiny, capsys, monkeypatch):
+    """The last lines of `run` warn when the trained k-NN is below the random-init row (here a random-init
+    row of 1.0, which no trained run reaches)."""
+    from ssl_bench.engine import baselines
+
+    monkeypatch.setattr(baselines, "get_or_compute",
+                        lambda key, compute: [{"eval": "knn@init", "metric": "top1", "value": 1.0}])
+    assert main(["run", "method=dino", "optim.epochs=1", "data.train_per_class=8", "data.test_per_class=4", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "warning: knn top-1 is below the same backbone at random initialisation" in out
