@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.engine.schedules import Schedule
+from ssl_bench.schedules import Schedule
 
 
 @dataclass

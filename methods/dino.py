@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.engine import schedules as S
+from ssl_bench import schedules as S
 from ssl_bench.registry import register_method
 from ssl_bench.methods.base import (BackboneHead, Method, StepState, make_target, multicrop_forward,
                                     target_backbone_config)

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.engine import distributed as D
-from ssl_bench.engine import schedules as S
+from ssl_bench import dist as D
+from ssl_bench import schedules as S
 from ssl_bench.methods.base import (BackboneHead, Method, StepState, has_batchnorm, make_target, multicrop_forward,
                                     ring_enqueue, target_backbone_config)
 from ssl_bench.registry import register_method

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.engine import distributed as D
+from ssl_bench import dist as D
 from ssl_bench.methods.base import Method, ring_enqueue, StepState, multicrop_forward
 from ssl_bench.registry import register_method
 

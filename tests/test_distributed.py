@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ssl_bench.config import build_config
-from ssl_bench.engine import distributed as D
+from ssl_bench import dist as D
 from ssl_bench.engine.train import build_method, prepare_distributed, resolve
 from ssl_bench.methods.base import StepState
 from tests.conftest import TINY

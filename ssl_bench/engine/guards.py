@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench.engine import distributed as D
+from ssl_bench import dist as D
 from ssl_bench.errors import UserError
 
 

@@ -22,8 +22,8 @@ from ssl_bench.data.datasets import DataSplits, build_datasets
 from ssl_bench.data.loader import mix_seeds, run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_policy
 from ssl_bench.engine import baselines
-from ssl_bench.engine import distributed as D
-from ssl_bench.engine import schedules as S
+from ssl_bench import dist as D
+from ssl_bench import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
 from ssl_bench.engine.guards import DivergenceGuard
