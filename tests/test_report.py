@@ -105,3 +105,17 @@ def test_report_puts_the_benchmark_s_published_number_beside_ours(tmp_path):
     cell = dict(zip(table["method"], table["published linear/top1"]))
     assert cell == {"byol": "0.9258 (1000 ep)", "simclr": "0.9074 (1000 ep)", "dino": "—"}
     assert len(sources) == 1 and "solo-learn" in sources[0]
+
+
+def test_a_number_below_random_init_is_marked(tmp_path):
+    root = make_runs(tmp_path / "runs")
+    rows = json.loads((root / "dino-s0" / "metrics.json").read_text())
+    for r in rows:
+        if r["eval"] == "knn@init":
+            r["value"] = 0.9  # above both dino seeds' k-NN (0.5, 0.6)
+    (root / "dino-s0" / "metrics.json").write_text(json.dumps(rows))
+    (root / "dino-s1" / "metrics.json").write_text(json.dumps(rows))
+    table = summary_table(load_runs(root), ["knn/top1", "knn@init/top1"])
+    cell = dict(zip(table["method"], table["knn/top1"]))
+    assert cell["dino"].endswith("↓init") and not cell["simclr"].endswith("↓init")
+    assert not any(str(c).endswith("↓init") for c in table["knn@init/top1"])

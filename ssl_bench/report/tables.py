@@ -15,6 +15,7 @@ from ssl_bench.results import load_runs
 log = logging.getLogger(__name__)
 
 ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
+BELOW_INIT = "↓init"  # marks a mean below the same backbone's random-initialisation row
 DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
                    "train/collapsed"]
 
@@ -40,6 +41,13 @@ def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: 
     agg = agg[agg["column"].isin(cols)]
     agg["cell"] = [f"{m:.{digits}f} ± {s:.{digits}f} (n={n})" if n > 1 else f"{m:.{digits}f} (n={n})"
                    for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
+    # a number below the same backbone at random initialisation is marked: training made it worse
+    means = {(tuple(r[k] for k in keys), r["column"]): r["mean"] for _, r in agg.iterrows()}
+    for i, r in agg.iterrows():
+        ev, _, metric = r["column"].partition("/")
+        init = means.get((tuple(r[k] for k in keys), f"{ev}@init/{metric}"))
+        if not ev.endswith("@init") and init is not None and r["mean"] < init:
+            agg.at[i, "cell"] = agg.at[i, "cell"] + f" {BELOW_INIT}"
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
     value_cols = [c for c in cols if c in wide.columns]
@@ -80,7 +88,7 @@ def add_published(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "") -> str:
-    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%").replace("↓", r"$\downarrow$")
     cols = list(table.columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
              " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
@@ -139,6 +147,8 @@ def report_command(overrides: list[str]) -> int:
     table, sources = add_published(summary_table(df, cols), cols)
     paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), "; ".join(sources))
     print(table.to_markdown(index=False))
+    if table.astype(str).apply(lambda c: c.str.contains(BELOW_INIT)).any().any():
+        print(f"{BELOW_INIT}: below the same backbone at random initialisation (training made it worse)")
     for line in sources:
         print(line)
     print("\nwrote " + ", ".join(map(str, paths)))
