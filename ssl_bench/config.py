@@ -8,17 +8,17 @@ allowed. Code receives the typed dataclasses, never raw dicts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.errors import ConfigError
+from ssl_bench.overrides import SELECTORS, all_keys, friendly_error, parse_overrides  # noqa: F401
+from ssl_bench.presets import load_cluster_preset, load_preset, preset_names, recipe_names  # noqa: F401
 
 
 def choice(default: Any, choices: list, help: str = "") -> Any:
@@ -292,109 +292,6 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-SELECTORS = ("method", "backbone", "preset", "cluster")
-
-
-def _configs():
-    return resources.files("ssl_bench").joinpath("configs")
-
-
-def preset_names() -> list[str]:
-    """Every preset a method can be run with: the shared ones and each method's recipe files."""
-    names = {p.name[:-5] for p in _configs().iterdir() if p.name.endswith(".yaml")}
-    recipes = _configs().joinpath("recipes")
-    for method in recipes.iterdir():
-        if method.is_dir():
-            names |= {p.name[:-5] for p in method.iterdir() if p.name.endswith(".yaml")}
-    return sorted(names)
-
-
-def _read_yaml(path: Any, what: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} must be a mapping of config keys")
-    return data
-
-
-def load_preset(name: str, method: str | None = None) -> tuple[dict, dict]:
-    """The two layers of a preset: the shared file ``configs/NAME.yaml`` (or a yaml path) and the
-    method's recipe ``configs/recipes/METHOD/NAME.yaml``; either may be absent, not both."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():  # a user's own recipe file
-        return {}, _read_yaml(path, f"preset file {name!r}")
-    shared = _configs().joinpath(f"{name}.yaml")
-    recipe = _configs().joinpath("recipes", str(method), f"{name}.yaml")
-    if not shared.is_file() and not recipe.is_file():
-        if name in preset_names():
-            raise ConfigError(f"method {method!r} has no recipe for preset {name!r}; recipes: "
-                              f"{', '.join(recipe_names(str(method))) or 'none'}")
-        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a path to a .yaml file")
-    layers = [_read_yaml(f, f"preset {f.name!r}") if f.is_file() else {} for f in (shared, recipe)]
-    return layers[0], layers[1]
-
-
-def recipe_names(method: str) -> list[str]:
-    folder = _configs().joinpath("recipes", method)
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
-
-
-def load_cluster_preset(name: str) -> dict:
-    """A SLURM resource preset: ``slurm/presets/NAME.yaml`` shipped with the package, or a yaml path."""
-    path = Path(name)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        res = resources.files("ssl_bench.slurm").joinpath("presets", f"{name}.yaml")
-        if not res.is_file():
-            names = sorted(p.name[:-5] for p in resources.files("ssl_bench.slurm").joinpath("presets").iterdir()
-                           if p.name.endswith(".yaml"))
-            raise ConfigError(f"unknown cluster preset {name!r}; valid: {', '.join(names)} or a path to a .yaml file")
-        path = Path(str(res))
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Split ``key=value`` strings into selector values and the remaining dotlist."""
-    selectors: dict[str, str] = {}
-    rest: list[str] = []
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
-        key, value = item.split("=", 1)
-        if key == "evals":  # shorthand: evals=knn,linear
-            rest.append(f"eval.evals=[{value}]")
-        elif key in SELECTORS:
-            selectors[key] = value
-        else:
-            rest.append(item)
-    return selectors, rest
-
-
-def all_keys(cfg: Any, prefix: str = "") -> list[str]:
-    """All dotted leaf keys of a (structured) config."""
-    keys = []
-    for k, v in cfg.items() if hasattr(cfg, "items") else []:
-        full = f"{prefix}{k}"
-        if OmegaConf.is_dict(v):
-            keys += all_keys(v, full + ".")
-        else:
-            keys.append(full)
-    return keys
-
-
-def _friendly(err: OmegaConfBaseException, schema: Any) -> ConfigError:
-    key = getattr(err, "full_key", None) or "?"
-    if isinstance(err, ConfigKeyError) or "not in" in str(err):
-        close = difflib.get_close_matches(key, all_keys(schema), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return ConfigError(f"unknown config key {key!r}{hint}")
-    if isinstance(err, ValidationError):
-        first = str(err).splitlines()[0]
-        return ConfigError(f"bad value for {key!r}: {first}")
-    return ConfigError(f"config error at {key!r}: {str(err).splitlines()[0]}")
-
-
 def _validate(obj: Any, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -458,7 +355,7 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
         run_cfg: RunConfig = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
-        raise _friendly(err, schema) from None
+        raise friendly_error(err, schema) from None
     if run_cfg.dataset not in DATASETS:
         DATASETS.get(run_cfg.dataset)  # raises a UserError naming the valid datasets
     for name in run_cfg.eval.evals:

@@ -13,7 +13,7 @@ ROOTS = {"ssl_bench": REPO / "ssl_bench", "ssl_bench.methods": REPO / "methods",
 LAYERS = [  # lowest first; a module belongs to the longest matching prefix
     ("ssl_bench", 0), ("ssl_bench.errors", 0), ("ssl_bench.atomic", 0),
     ("ssl_bench.registry", 1), ("ssl_bench.schedules", 1), ("ssl_bench.dist", 1),
-    ("ssl_bench.config", 2),
+    ("ssl_bench.config", 2), ("ssl_bench.presets", 2), ("ssl_bench.overrides", 2),
     ("ssl_bench.data", 3), ("ssl_bench.backbones", 3), ("ssl_bench.results", 3),
     ("ssl_bench.methods", 4), ("ssl_bench.evals", 4),
     ("ssl_bench.engine", 5),

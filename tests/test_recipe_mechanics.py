@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ssl_bench.config import build_config
 from ssl_bench.data.multicrop import MultiCropTransform, crop_policy

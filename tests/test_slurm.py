@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.engine.train import PAUSE_ENV, train
+from ssl_bench.engine.pause import PAUSE_ENV
+from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
 from ssl_bench.slurm.submit import parse_time_minutes, slurm_job_state, submit_run, wait_for
 

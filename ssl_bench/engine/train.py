@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import random
 import shutil
 import time
@@ -27,6 +26,7 @@ from ssl_bench import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
 from ssl_bench.engine.guards import DivergenceGuard
+from ssl_bench.engine.pause import pause_point, wait_at
 from ssl_bench.engine.preflight import preflight
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.errors import UserError
@@ -169,44 +169,6 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
         return out, values, cur_lr, cur_wd
 
     return train_step
-
-
-PAUSE_ENV = "SSL_BENCH_PAUSE_AT_STEP"
-
-
-def pause_point() -> tuple[int, Path] | None:
-    """``SSL_BENCH_PAUSE_AT_STEP=N:PATH``: after step N (and its checkpoint) the run waits until PATH
-    exists. A fixed point for tests that act on a running job (requeue, preemption) without racing it."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return None
-    step, sep, path = value.partition(":")
-    if not (sep and step.isdigit() and path):
-        raise UserError(f"{PAUSE_ENV}={value!r} is not STEP:PATH (e.g. 4:/tmp/release)")
-    return int(step), Path(path)
-
-
-def wait_at(pause: tuple[int, Path] | None, step: int) -> None:
-    """Wait at the pause point until its file exists; a SIGTERM meanwhile (a requeue or scancel: submitit
-    ignores SIGTERM) ends the process at once with 143, so a paused job never outlives its allocation."""
-    if pause is None or step != pause[0]:
-        return
-    import signal
-    import threading
-
-    log.warning("paused after step %d until %s exists (%s)", step, pause[1], PAUSE_ENV)
-    stop = threading.Event()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
-    try:
-        while not pause[1].exists() and not stop.is_set():
-            time.sleep(0.1)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    if stop.is_set():
-        log.warning("terminated while paused after step %d", step)
-        raise SystemExit(143)
 
 
 def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:

@@ -1,0 +1,54 @@
+"""The command line's ``key=value`` grammar: selectors (method=, backbone=, preset=, cluster=), the
+OmegaConf dotlist for everything else, and one-line errors that name the nearest valid key."""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from ssl_bench.errors import ConfigError
+
+SELECTORS = ("method", "backbone", "preset", "cluster")
+
+
+def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split ``key=value`` strings into selector values and the remaining dotlist."""
+    selectors: dict[str, str] = {}
+    rest: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
+        key, value = item.split("=", 1)
+        if key == "evals":  # shorthand: evals=knn,linear
+            rest.append(f"eval.evals=[{value}]")
+        elif key in SELECTORS:
+            selectors[key] = value
+        else:
+            rest.append(item)
+    return selectors, rest
+
+
+def all_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a (structured) config."""
+    keys = []
+    for k, v in cfg.items() if hasattr(cfg, "items") else []:
+        full = f"{prefix}{k}"
+        if OmegaConf.is_dict(v):
+            keys += all_keys(v, full + ".")
+        else:
+            keys.append(full)
+    return keys
+
+
+def friendly_error(err: OmegaConfBaseException, schema: Any) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, ConfigKeyError) or "not in" in str(err):
+        close = difflib.get_close_matches(key, all_keys(schema), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"unknown config key {key!r}{hint}")
+    if isinstance(err, ValidationError):
+        first = str(err).splitlines()[0]
+        return ConfigError(f"bad value for {key!r}: {first}")
+    return ConfigError(f"config error at {key!r}: {str(err).splitlines()[0]}")
