@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import logging
 
@@ -164,59 +164,61 @@ def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError)
 
 
-def _run_dirs(root: str | Path) -> Iterator[RunDir]:
+def _read_runs(root: str | Path, read: Callable[[RunDir], Any]) -> tuple[list, list[str]]:
+    """``read(run)`` for every run folder under ``root`` (None results dropped). A run whose files cannot be
+    read is skipped with a warning naming it, never a traceback for all; the skipped folders come second."""
+    out, skipped = [], []
     for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
-        yield RunDir(cfg_path.parent)
+        run = RunDir(cfg_path.parent)
+        try:
+            value = read(run)
+        except _UNREADABLE as err:
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.warning("skipping run %s: a file in it cannot be read (%s: %s)", run.path, type(err).__name__, text)
+            skipped.append(str(run.path))
+            continue
+        if value is not None:
+            out.append(value)
+    return out, skipped
 
 
-def _skip(run: RunDir, err: Exception, skipped: list[str]) -> None:
-    """A run whose files cannot be read is skipped with a warning naming it, never a traceback for all."""
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    log.warning("skipping run %s: a file in it cannot be read (%s: %s)", run.path, type(err).__name__, text)
-    skipped.append(str(run.path))
+def _metric_rows(run: RunDir) -> list[dict] | None:
+    metrics = run.read_metrics()
+    if not metrics:
+        return None
+    ids, flags = _identity(run)
+    collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
+    base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
+    return [{**base, "eval": r["eval"], "metric": r["metric"],
+             "value": float("nan") if r["value"] is None else float(r["value"]), **flags} for r in metrics]
 
 
 def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
     """Every finished run under ``root`` as a tidy frame: one row per (run, eval, metric). Unreadable
     runs are skipped with a warning; their folders are listed in ``frame.attrs["skipped"]``."""
-    rows, skipped = [], []
-    for run in _run_dirs(root):
-        try:
-            metrics = run.read_metrics()
-            if not metrics:
-                continue
-            ids, flags = _identity(run)
-            collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
-            base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
-            new = [{**base, "eval": r["eval"], "metric": r["metric"],
-                    "value": float("nan") if r["value"] is None else float(r["value"]), **flags} for r in metrics]
-        except _UNREADABLE as err:
-            _skip(run, err, skipped)
-            continue
-        rows += new
+    per_run, skipped = _read_runs(root, _metric_rows)
+    rows = [r for run_rows in per_run for r in run_rows]
     cols = ["run_id", "method", "backbone", "dataset", "preset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
     df = pd.DataFrame(rows, columns=None if rows else cols)
     df.attrs["skipped"] = skipped
     return df
 
 
+def _log_frame(run: RunDir) -> pd.DataFrame | None:
+    log_rows = run.read_train_log()
+    if not log_rows:
+        return None
+    ids, flags = _identity(run)
+    df = pd.DataFrame(log_rows)
+    for k, v in {**ids, **flags}.items():
+        df[k] = [v] * len(df)
+    return df
+
+
 def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
     """Per-epoch training logs of every run under ``root``: one row per (run, epoch); unreadable runs
     are skipped with a warning (``frame.attrs["skipped"]``)."""
-    frames, skipped = [], []
-    for run in _run_dirs(root):
-        try:
-            log_rows = run.read_train_log()
-            if not log_rows:
-                continue
-            ids, flags = _identity(run)
-        except _UNREADABLE as err:
-            _skip(run, err, skipped)
-            continue
-        df = pd.DataFrame(log_rows)
-        for k, v in {**ids, **flags}.items():
-            df[k] = [v] * len(df)
-        frames.append(df)
+    frames, skipped = _read_runs(root, _log_frame)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs["skipped"] = skipped
     return out

@@ -276,3 +276,19 @@ def test_divergence_guard_takes_any_loss_shape(shape, tmp_path):
     guard.saved(1, 5)
     with pytest.raises(UserError, match=r"step 6 .*nan.*epoch 1, step 5.*precision=fp32"):
         guard.check(torch.full(shape, float("nan")), step=6, epoch=1)
+
+
+def test_divergence_guard_cadence_on_a_gpu_and_the_epoch_end(tmp_path):
+    """On a GPU every 25th step is checked (the host sync it costs); an epoch's last step off that cadence
+    is checked at the epoch's end, one on it is not checked twice."""
+    from ssl_bench.engine.guards import DivergenceGuard
+    from ssl_bench.errors import UserError
+
+    guard = DivergenceGuard([], 0.0, torch.device("cuda"), tmp_path / "checkpoint.pt", bf16=False)
+    nan = torch.tensor(float("nan"))
+    guard.check(nan, step=7, epoch=0)  # off the cadence: not checked
+    guard.check(nan, step=25, epoch=0, end_of_epoch=True)  # its regular check already ran at step 25
+    with pytest.raises(UserError, match="step 7 "):
+        guard.check(nan, step=7, epoch=0, end_of_epoch=True)
+    with pytest.raises(UserError, match="step 25 "):
+        guard.check(nan, step=25, epoch=0)

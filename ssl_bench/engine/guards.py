@@ -25,8 +25,11 @@ class DivergenceGuard:
         self.last_saved = (epoch, step)
 
     @torch.no_grad()
-    def check(self, loss: torch.Tensor, step: int, epoch: int, force: bool = False) -> None:
-        if not force and step % self.every:
+    def check(self, loss: torch.Tensor, step: int, epoch: int, end_of_epoch: bool = False) -> None:
+        """Check at every ``every``-th step; ``end_of_epoch``: the epoch's last step, checked here only
+        when its regular check did not already run (off the cadence)."""
+        on_cadence = step % self.every == 0
+        if on_cadence == end_of_epoch:
             return
         norm = loss.new_zeros(())
         if self.limit > 0 and self.params:

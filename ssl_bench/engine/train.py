@@ -287,7 +287,7 @@ class Trainer:
                     save_checkpoint(run.checkpoint, method, opt, epoch, step, {"partial": partial_sums})
                     guard.saved(epoch, step)
                 wait_at(pause, step)
-            guard.check(out["loss"], step, epoch, force=True)  # the epoch's last step, whatever the cadence
+            guard.check(out["loss"], step, epoch, end_of_epoch=True)
             means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
             dt = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "step": step, "lr": cur_lr, "wd": cur_wd, **means,
@@ -341,9 +341,14 @@ class Trainer:
         encoder = build_method(self.cfg).to(self.device).encoder()
         rename = lambda rows: [{**r, "eval": f"{r['eval']}@init"} for r in rows]  # noqa: E731
         each = (lambda rows: write(rename(rows))) if write is not None else None
-        rows = baselines.get_or_compute(baselines.key(encoder, self.cfg, names, self.device),
-                                        lambda: rename(self.evaluate(encoder, splits, names, write=each)))
-        if write is not None:
+        computed = []
+
+        def compute() -> list[dict]:
+            computed.append(True)
+            return rename(self.evaluate(encoder, splits, names, write=each))
+
+        rows = baselines.get_or_compute(baselines.key(encoder, self.cfg, names, self.device), compute)
+        if write is not None and not computed:
             write(rows)  # taken from the cache: not written yet
         return rows
 
