@@ -152,13 +152,34 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Config keys that say where and how a run was launched, not what it computed: a report does not treat
+# two runs as different settings because of them (``seed`` is the replicate axis, never a setting).
+NOT_A_SETTING = tuple(k for k in RESUME_MAY_DIFFER if k not in ("eval.", "preset")) + (
+    "seed", "eval.knn_every", "eval.baseline", "eval.evals", "deterministic")
+_ID_KEYS = {"method.name": "method", "backbone.name": "backbone", "optim.epochs": "epochs"}
+
+
+def _cell(v: Any) -> Any:
+    """A config value as a hashable table cell (lists become their YAML flow text)."""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() \
+        if isinstance(v, (list, dict)) else v
+
+
 def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The columns that identify a run (id, method, backbone, dataset, epochs, seed) and its method flags."""
+    """The columns that identify a run (id, method, backbone, dataset, epochs, seed) and every other
+    resolved config key (dotted, e.g. ``optim.lr``), so that reports can group and filter on any setting."""
     cfg = run.read_config()
-    ids = {"run_id": run.run_id, "method": cfg["method"]["name"], "backbone": cfg["backbone"]["name"],
-           "dataset": cfg["dataset"], "preset": cfg.get("preset") or "—", "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"]}
-    flags = {f"method.{k}": v for k, v in _flat(cfg.get("method", {})).items() if k != "name"}
-    return ids, flags
+    method = f"weights:{Path(cfg['weights']).stem}" if cfg.get("weights") else cfg["method"]["name"]
+    ids = {"run_id": run.run_id, "method": method, "backbone": cfg["backbone"]["name"],
+           "dataset": cfg["dataset"], "preset": cfg.get("preset") or "—", "epochs": cfg["optim"]["epochs"],
+           "seed": cfg["seed"]}
+    settings = {k: _cell(v) for k, v in _flat(cfg).items() if k not in _ID_KEYS and k not in ids}
+    return ids, settings
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The dotted config columns of a runs frame that are settings (not paths, launch options or seed)."""
+    return [c for c in df.columns if c in df.attrs.get("settings", ()) and not c.startswith(NOT_A_SETTING)]
 
 
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError)
@@ -186,11 +207,11 @@ def _metric_rows(run: RunDir) -> list[dict] | None:
     metrics = run.read_metrics()
     if not metrics:
         return None
-    ids, flags = _identity(run)
+    ids, settings = _identity(run)
     collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
     base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
     return [{**base, "eval": r["eval"], "metric": r["metric"],
-             "value": float("nan") if r["value"] is None else float(r["value"]), **flags} for r in metrics]
+             "value": float("nan") if r["value"] is None else float(r["value"]), **settings} for r in metrics]
 
 
 def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
@@ -201,6 +222,7 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
     cols = ["run_id", "method", "backbone", "dataset", "preset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
     df = pd.DataFrame(rows, columns=None if rows else cols)
     df.attrs["skipped"] = skipped
+    df.attrs["settings"] = [c for c in df.columns if c not in cols]
     return df
 
 
@@ -208,10 +230,11 @@ def _log_frame(run: RunDir) -> pd.DataFrame | None:
     log_rows = run.read_train_log()
     if not log_rows:
         return None
-    ids, flags = _identity(run)
+    ids, settings = _identity(run)
     df = pd.DataFrame(log_rows)
-    for k, v in {**ids, **flags}.items():
+    for k, v in {**ids, **settings}.items():
         df[k] = [v] * len(df)
+    df.attrs["settings"] = list(settings)
     return df
 
 
@@ -221,4 +244,5 @@ def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
     frames, skipped = _read_runs(root, _log_frame)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs["skipped"] = skipped
+    out.attrs["settings"] = list(dict.fromkeys(k for f in frames for k in f.attrs["settings"]))
     return out

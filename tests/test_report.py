@@ -3,9 +3,11 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import yaml
 
 from ssl_bench.report.tables import summary_table
+from ssl_bench.errors import UserError
 from ssl_bench.results import load_runs
 
 FIXTURE = {  # (method, seed) -> knn top1
@@ -119,3 +121,66 @@ def test_a_number_below_random_init_is_marked(tmp_path):
     cell = dict(zip(table["method"], table["knn/top1"]))
     assert cell["dino"].endswith("↓init") and not cell["simclr"].endswith("↓init")
     assert not any(str(c).endswith("↓init") for c in table["knn@init/top1"])
+
+
+def make_setting_runs(root, settings):
+    """Run folders: one per (lr, teacher_temp, seed) with a k-NN number, all of one method."""
+    for i, (lr, tt, seed, acc) in enumerate(settings):
+        d = root / f"run{i}"
+        d.mkdir(parents=True)
+        cfg = {"method": {"name": "dino", "teacher_temp": tt}, "backbone": {"name": "vit_tiny"}, "dataset": "cifar10",
+               "seed": seed, "optim": {"epochs": 3, "lr": lr}, "run_dir": str(d), "results_root": str(root)}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        rows = [{"eval": "knn", "metric": "top1", "value": acc}, {"eval": "train", "metric": "collapsed",
+                                                                   "value": float(acc < 0.2)}]
+        (d / "metrics.json").write_text(json.dumps(rows))
+    return root
+
+
+def test_runs_that_differ_in_a_setting_are_never_pooled(tmp_path):
+    """The issue's case: same seed, lr 1e-3 vs 2e-3 and teacher_temp 0.02 vs 0.03 are two rows (each n=1), not
+    '0.4500 ± 0.2121 (n=2)'; seeds of one setting are pooled; run_dir/results_root never split rows."""
+    from ssl_bench.report.tables import summarise
+
+    root = make_setting_runs(tmp_path / "runs", [(1e-3, 0.02, 0, 0.30), (2e-3, 0.03, 0, 0.60), (1e-3, 0.02, 1, 0.40)])
+    table, numeric, keys = summarise(load_runs(root), ["knn/top1", "train/collapsed"])
+    assert keys[-2:] == ["method.teacher_temp", "optim.lr"] and "run_dir" not in keys
+    cells = dict(zip(table["optim.lr"], table["knn/top1"]))
+    assert cells == {"0.001": "0.3500 ± 0.0707 (n=2)", "0.002": "0.6000 (n=1)"}
+    assert dict(zip(table["optim.lr"], table["train/collapsed"])) == {"0.001": "0/2", "0.002": "0/1"}
+    row = numeric[numeric["optim.lr"] == "0.001"].iloc[0]
+    assert abs(row["knn/top1 mean"] - 0.35) < 1e-9 and row["knn/top1 n"] == 2
+    # an explicit by= that would pool the two settings is refused, naming the settings it would pool
+    with pytest.raises(UserError, match="pool runs that differ in method.teacher_temp, optim.lr"):
+        summarise(load_runs(root), ["knn/top1"], by=["method"])
+    assert len(summarise(load_runs(root), ["knn/top1"], by=["method", "optim.lr", "method.teacher_temp"])[0]) == 2
+    with pytest.raises(UserError, match="unknown column 'knn/top9'; valid for these runs: knn/top1"):
+        summarise(load_runs(root), ["knn/top9"])
+
+
+def test_report_command_filters_any_config_key_and_writes_numbers(tmp_path):
+    root = make_setting_runs(tmp_path / "runs", [(1e-3, 0.02, 0, 0.30), (2e-3, 0.03, 0, 0.60), (1e-3, 0.02, 1, 0.40)])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True,
+                                    cwd=tmp_path)
+    r = run("report", f"results_root={root}", f"out={tmp_path / 't'}")
+    assert r.returncode == 0, r.stderr
+    assert "rows also differ in: method.teacher_temp, optim.lr" in r.stdout
+    csv = pd.read_csv(tmp_path / "t" / "summary.csv")
+    assert csv["knn/top1 mean"].dtype == float and list(csv["knn/top1 n"]) == [2, 1]
+    r = run("report", f"results_root={root}", "optim.lr=2e-3", f"out={tmp_path / 'u'}")  # 2e-3 == 0.002
+    assert r.returncode == 0, r.stderr
+    assert "0.6000 (n=1)" in r.stdout and "0.3500" not in r.stdout
+    r = run("report", f"results_root={root}", "columns=knn/top1,nope/x", f"out={tmp_path / 'v'}")
+    assert r.returncode == 2 and "unknown column 'nope/x'" in r.stderr and not (tmp_path / "v").exists()
+
+
+def test_latex_is_escaped_and_wide_tables_are_split(tmp_path):
+    from ssl_bench.report.tables import to_latex
+
+    table = pd.DataFrame({"method": ["a_b&c", "x%y"], "dataset": ["cifar10", "cifar10"],
+                          **{f"knn/top1_k{k}": ["0.1 ± 0.0 (n=2)", "0.2 (n=1)"] for k in range(7)}})
+    tex = to_latex(table, "Runs of 50% & more", keys=["method", "dataset"])
+    assert r"a\_b\&c" in tex and r"x\%y" in tex and r"50\% \& more" in tex and r"$\pm$" in tex
+    assert tex.count(r"\begin{tabular}") == 2 and "(part 2 of 2)" in tex  # 7 value columns: 5 + 2
+    assert "dataset cifar10" in tex and "& cifar10" not in tex  # a key constant over rows moves to the caption
+    assert "k-NN top-1 (k=3)" in tex  # human headers

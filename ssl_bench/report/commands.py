@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ssl_bench.errors import UserError
 from ssl_bench.report import plots
-from ssl_bench.report.tables import filtered_runs, parse_filters
+from ssl_bench.report.tables import apply_filters, filtered_runs, parse_filters
 from ssl_bench.results import load_train_logs
 
 log = logging.getLogger(__name__)
@@ -19,11 +19,11 @@ KINDS = ["bar", "knn_curve", "loss", "attention", "all"]
 
 
 def _filtered_logs(root: str, filters: dict[str, str]):
+    """Per-epoch logs of the runs the filters select (a filter on eval/metric concerns the metrics only)."""
     logs = load_train_logs(root)
-    for key, value in filters.items():
-        if key in logs.columns:
-            logs = logs[logs[key].astype(str).isin(value.split(","))]
-    return logs
+    if logs.empty:
+        return logs
+    return apply_filters(logs, {k: v for k, v in filters.items() if k not in ("eval", "metric")}, "plot")
 
 
 @torch.no_grad()
@@ -89,11 +89,11 @@ def plot_command(args: list[str]) -> int:
                 if ((df["eval"] == ev) & (df["metric"] == metric)).any():
                     written += plots.bar_chart(df, out, ev, metric)
         if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:
-            written += plots.curves(logs, out, "knn_top1", "knn_curve", ylabel="k-NN top-1")
+            written += plots.curves(logs, out, "knn_top1", "knn_curve")
         elif kind == "knn_curve":
             raise UserError("no per-epoch k-NN in the logs: train with eval.knn_every=N")
         if kind in ("loss", "all") and "loss" in logs.columns:
-            written += plots.curves(logs, out, "loss", "loss_curve", ylabel="training loss")
+            written += plots.loss_panels(logs, out)
     for p in written:
         print(p)
     if not written:

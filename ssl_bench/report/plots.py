@@ -1,5 +1,9 @@
-"""Paper-ready figures (seaborn) from the tidy results: PDF + PNG, one-column width, 8 pt fonts,
-one fixed colour per method across every figure."""
+"""Paper-ready figures (seaborn) from the tidy results: PDF + PNG, one-column width, 8 pt fonts.
+
+Every figure labels its axes from one table of metric names (``report/metrics.py``: "k-NN top-1 (%)"), says
+how many seeds stand behind each mark and what the error bars are, and tells methods apart by colour (a
+colour-blind palette without its near-duplicate orange/vermillion pair) *and* by hatch, marker or line style.
+"""
 from __future__ import annotations
 
 import io
@@ -11,27 +15,50 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ssl_bench.atomic import write_atomic  # noqa: E402
 from ssl_bench.errors import UserError  # noqa: E402
+from ssl_bench.report.metrics import metric  # noqa: E402
 
 log = logging.getLogger(__name__)
+for _noisy in ("fontTools", "matplotlib.font_manager", "matplotlib.backends"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)  # font subsetting logs ~100 lines per PDF at INFO
 
-METHOD_ORDER = ["dino", "byol", "simclr", "moco", "swav"]
+METHOD_ORDER = ["dino", "byol", "simclr", "moco", "moco_v3", "swav"]
+# seaborn "colorblind" indices: 3 (vermillion) is too close to 1 (orange) to sit beside it, so it comes last
+_COLOR_ORDER = [0, 1, 2, 4, 9, 5, 6, 7, 8, 3]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+_DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 2, 1, 2), (2, 2), (6, 1), (1, 2), (3, 3), (4, 1, 1, 1, 1, 1)]
+_HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**", "||"]
 ONE_COLUMN = 3.3  # inches, two-column paper
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
       "legend.fontsize": 7, "pdf.fonttype": 42, "ps.fonttype": 42}
+ERRORBAR_NOTE = "mean ± std over seeds"
+
+
+def _ordered(names) -> list[str]:
+    names = set(names)
+    return [m for m in METHOD_ORDER if m in names] + sorted(n for n in names if n not in METHOD_ORDER)
+
+
+def method_styles(methods) -> dict[str, dict]:
+    """A fixed colour, marker, dash pattern and hatch per method (the same method looks the same in every
+    figure); names outside the known methods take the next unused style."""
+    colors = sns.color_palette("colorblind", 10)
+    out, extra = {}, len(METHOD_ORDER)
+    for m in _ordered(methods):
+        i = METHOD_ORDER.index(m) if m in METHOD_ORDER else extra
+        extra += m not in METHOD_ORDER
+        i %= 10
+        out[m] = {"color": colors[_COLOR_ORDER[i]], "marker": _MARKERS[i], "dashes": _DASHES[i], "hatch": _HATCHES[i]}
+    return out
 
 
 def method_palette(methods) -> dict[str, tuple]:
-    names = list(dict.fromkeys([m for m in METHOD_ORDER if m in set(methods)] + sorted(set(methods))))
-    colors = sns.color_palette("colorblind", max(len(METHOD_ORDER), len(names)))
-    fixed = {m: colors[i] for i, m in enumerate(METHOD_ORDER)}
-    extra = iter(colors[len(METHOD_ORDER):] + sns.color_palette("dark", 10))
-    return {m: fixed.get(m) or next(extra) for m in names}
+    return {m: s["color"] for m, s in method_styles(methods).items()}
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
@@ -47,64 +74,147 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
-def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric: str = "top1") -> list[Path]:
-    """Mean over seeds per method (x backbone), error bars = std over seeds, random init as a dashed line."""
-    d = df[(df["eval"] == eval_name) & (df["metric"] == metric)]
+def _scale(column: str) -> float:
+    return 100.0 if metric(column).kind == "fraction" else 1.0
+
+
+def _n_text(counts) -> str:
+    lo, hi = int(min(counts)), int(max(counts))
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
+
+
+def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: str = "top1") -> list[Path]:
+    """One bar per table row (method x backbone, plus any setting that differs, as in ``report``): mean over
+    seeds, error bar = std over seeds, n on the bar; a dashed mark over each bar at its own backbone x dataset
+    random-init number."""
+    from ssl_bench.report.tables import ROW_KEYS, row_keys
+
+    column = f"{eval_name}/{metric_name}"
+    d = df[(df["eval"] == eval_name) & (df["metric"] == metric_name)]
     if d.empty:
-        raise UserError(f"no {eval_name}/{metric} results to plot")
-    d = d.assign(model=d["method"] + " / " + d["backbone"])
-    pal = method_palette(d["method"])
+        raise UserError(f"no {column} results to plot")
+    keys = row_keys(d)
+    shown = [k for k in keys if k not in ("method", "preset", "epochs") and d[k].nunique(dropna=False) > 1]
+    short = lambda k: k.rsplit(".", 1)[-1]
+    label = lambda r: "\n".join([r["method"]] + [f"{short(k)}={r[k]}" if k not in ROW_KEYS else str(r[k])
+                                                 for k in shown])
+    scale = _scale(column)
+    d = d.assign(bar=d.apply(label, axis=1), value=d["value"] * scale)
+    agg = d.groupby("bar", sort=False).agg(method=("method", "first"), backbone=("backbone", "first"),
+                                           dataset=("dataset", "first"), mean=("value", "mean"),
+                                           std=("value", "std"), n=("value", "count")).reset_index()
+    agg["std"] = agg["std"].fillna(0.0)
+    order = sorted(agg.index, key=lambda i: (_ordered(agg["method"]).index(agg.at[i, "method"]), agg.at[i, "bar"]))
+    agg = agg.loc[order].reset_index(drop=True)
+    styles = method_styles(agg["method"])
+    init = df[(df["eval"] == f"{eval_name}@init") & (df["metric"] == metric_name)]
+    init_mean = init.groupby(["backbone", "dataset"])["value"].mean() * scale
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
-        order = sorted(d["model"].unique(), key=lambda s: (METHOD_ORDER.index(s.split(" / ")[0])
-                                                            if s.split(" / ")[0] in METHOD_ORDER else 99, s))
-        colors = [pal[m.split(" / ")[0]] for m in order]
-        sns.barplot(data=d, x="model", y="value", order=order, hue="model", hue_order=order, palette=colors,
-                    errorbar="sd", capsize=0.2, err_kws={"linewidth": 0.8}, ax=ax, legend=False)
-        base = df[(df["eval"] == f"{eval_name}@init") & (df["metric"] == metric)]
-        if not base.empty:
-            ax.axhline(base["value"].mean(), ls="--", color="0.4", lw=0.8, label="random init")
-            ax.legend(frameon=False)
-        ax.set_xlabel("")
-        ax.set_ylabel(f"{eval_name} {metric}")
-        ax.tick_params(axis="x", rotation=30)
+        fig, ax = plt.subplots(figsize=(max(ONE_COLUMN, 0.45 * len(agg) + 0.8), 2.3))
+        for i, r in agg.iterrows():
+            st = styles[r["method"]]
+            ax.bar(i, r["mean"], 0.7, color=st["color"], hatch=st["hatch"], edgecolor="white", linewidth=0)
+            ax.errorbar(i, r["mean"], yerr=r["std"] if r["n"] > 1 else None, color="0.15", capsize=2, lw=0.8)
+            if (r["backbone"], r["dataset"]) in init_mean.index:
+                ax.hlines(init_mean[(r["backbone"], r["dataset"])], i - 0.42, i + 0.42, colors="0.1",
+                          linestyles="--", lw=0.9, label="random init (same backbone, dataset)" if i == 0 else None)
+        ticks = [f"{b}\nn={n}" for b, n in zip(agg["bar"], agg["n"])]
+        ax.set_xticks(range(len(agg)), ticks, rotation=30 if len(agg) > 6 else 0,
+                      ha="right" if len(agg) > 6 else "center")
+        ax.set_xlim(-0.6, len(agg) - 0.4)
+        ax.set_ylabel(metric(column).axis_label())
+        ax.set_ylim(0, max((agg["mean"] + agg["std"]).max(), init_mean.max() if len(init_mean) else 0) * 1.12)
+        note = f"bars: {ERRORBAR_NOTE}, n seeds under each bar"
+        if len(init_mean):
+            ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=6, title=note,
+                      title_fontsize=6, alignment="left")
+        else:
+            ax.set_title(note, fontsize=6, loc="left")
         sns.despine(fig)
-        return save_figure(fig, out_dir, f"bar_{eval_name}_{metric}")
+        return save_figure(fig, out_dir, f"bar_{eval_name}_{metric_name}")
+
+
+def _seed_counts(logs: pd.DataFrame, hue: str) -> dict:
+    return logs.groupby(hue)["run_id"].nunique().to_dict() if "run_id" in logs.columns else {}
 
 
 def curves(logs: pd.DataFrame, out_dir, y: str, name: str, hue: str = "method", log_k: float | None = None,
            ylabel: str | None = None) -> list[Path]:
-    """One line per ``hue`` value (mean over seeds, band = std) of ``y`` against epoch."""
+    """One line per ``hue`` value (mean over seeds, band = std over seeds; n in the legend) of ``y`` against
+    epoch, each method with its own colour, marker and dash pattern."""
     if logs.empty or y not in logs.columns:
         raise UserError(f"no per-epoch '{y}' in the training logs (k-NN curves need eval.knn_every=N)")
-    d = logs.dropna(subset=[y])
+    scale = _scale(y)
+    d = logs.dropna(subset=[y]).assign(**{y: lambda f: f[y] * scale})
+    n = _seed_counts(d, hue)
+    d = d.assign(**{hue: d[hue].map(lambda v: f"{v} (n={n[v]})" if v in n else str(v))})
+    raw = {f"{v} (n={n[v]})" if v in n else str(v): v for v in logs[hue].unique()}
+    st = method_styles(raw.values())
+    labels = sorted(d[hue].unique(), key=lambda s: _ordered(raw.values()).index(raw[s]))
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
-        palette = method_palette(d[hue]) if hue == "method" else "colorblind"
-        sns.lineplot(data=d, x="epoch", y=y, hue=hue, palette=palette, errorbar="sd", marker="o", markersize=3,
-                     lw=1, ax=ax)
+        sns.lineplot(data=d, x="epoch", y=y, hue=hue, style=hue, hue_order=labels, style_order=labels,
+                     palette={s: st[raw[s]]["color"] for s in labels}, markers={s: st[raw[s]]["marker"] for s in labels},
+                     dashes={s: st[raw[s]]["dashes"] for s in labels}, errorbar="sd", markersize=3.5, lw=1, ax=ax)
         if log_k is not None:
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
-        ax.set_ylabel(ylabel or y)
+        ax.set_ylabel(ylabel or metric(y).axis_label())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.legend(frameon=False, title=None)
+        ax.legend(frameon=False, title="band: std over seeds", title_fontsize=6)
         sns.despine(fig)
         return save_figure(fig, out_dir, name)
 
 
+def loss_panels(logs: pd.DataFrame, out_dir, name: str = "loss_curve") -> list[Path]:
+    """Training loss, one panel per method: the methods' losses are different quantities on different scales,
+    so they never share an axis."""
+    if logs.empty or "loss" not in logs.columns:
+        raise UserError("no per-epoch 'loss' in the training logs")
+    d = logs.dropna(subset=["loss"])
+    methods = _ordered(d["method"].unique())
+    n = _seed_counts(d, "method")
+    styles = method_styles(methods)
+    cols = min(3, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(ONE_COLUMN / 3 * 2 * cols, 1.6 * rows), squeeze=False)
+        for ax, m in zip(axes.flat, methods):
+            s = styles[m]
+            sns.lineplot(data=d[d["method"] == m], x="epoch", y="loss", errorbar="sd", color=s["color"],
+                         marker=s["marker"], markersize=3, lw=1, ax=ax)
+            ax.set_title(f"{m} (n={n.get(m, '?')})", fontsize=7)
+            ax.set_ylabel(metric("loss").axis_label() if ax in axes[:, 0] else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in list(axes.flat)[len(methods):]:
+            ax.axis("off")
+        fig.suptitle(f"{ERRORBAR_NOTE} (band)", fontsize=6.5, color="0.3", x=0.01, ha="left")
+        fig.tight_layout()
+        sns.despine(fig)
+        return save_figure(fig, out_dir, name)
+
+
+ABLATION_ORDER = ["center+sharpen", "center only", "sharpen only", "neither"]  # sweep.ablation_variants
+
+
 def ablation_figure(logs: pd.DataFrame, out_dir, out_dim: int, name: str = "ablation_dino") -> list[Path]:
-    """DINO Fig. 7 analogue: teacher entropy and KL(teacher || student) per epoch, one line per variant."""
+    """DINO Fig. 7 analogue: teacher entropy and KL(teacher || student) per epoch, one line per variant, each
+    with its own colour, marker and dash pattern."""
     if logs.empty or "variant" not in logs.columns:
         raise UserError("no ablation runs with training logs to plot")
-    pal = sns.color_palette("colorblind", logs["variant"].nunique())
+    variants = [v for v in ABLATION_ORDER if v in set(logs["variant"])]
+    variants += sorted(v for v in set(logs["variant"]) if v not in variants)
+    colors = sns.color_palette("colorblind", 10)
+    pal = {v: colors[_COLOR_ORDER[i % 10]] for i, v in enumerate(variants)}
+    markers = {v: _MARKERS[i % 10] for i, v in enumerate(variants)}
+    dashes = {v: _DASHES[i % 10] for i, v in enumerate(variants)}
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 2, figsize=(2 * ONE_COLUMN, 2.2))
-        for ax, (col, label) in zip(axes, [("teacher_entropy", "teacher entropy (nats)"),
-                                           ("kl", "KL(teacher ‖ student)")]):
-            sns.lineplot(data=logs, x="epoch", y=col, hue="variant", palette=pal, errorbar="sd", marker="o",
-                         markersize=3, lw=1, ax=ax)
-            ax.set_ylabel(label)
+        for ax, col in zip(axes, ["teacher_entropy", "kl"]):
+            sns.lineplot(data=logs, x="epoch", y=col, hue="variant", style="variant", hue_order=variants,
+                         style_order=variants, palette=pal, markers=markers, dashes=dashes, errorbar="sd",
+                         markersize=3.5, lw=1, ax=ax)
+            ax.set_ylabel(metric(col).axis_label())
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(frameon=False, title=None, fontsize=6)
         axes[0].axhline(math.log(out_dim), ls=":", color="0.3", lw=0.8)
@@ -116,17 +226,26 @@ def ablation_figure(logs: pd.DataFrame, out_dir, out_dim: int, name: str = "abla
 
 
 def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[Path]:
-    """Rows = images; first column the image, then one column per head (CLS-to-patch attention)."""
+    """Rows = images; first column the image, then one column per head (CLS-to-patch attention, each map
+    scaled to its own maximum), with one colour bar for the scale."""
     n, heads = len(images), attn_maps[0].shape[0]
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(n, heads + 1, figsize=(0.9 * (heads + 1), 0.9 * n), squeeze=False)
+        fig, axes = plt.subplots(n, heads + 1, figsize=(0.9 * (heads + 1) + 0.5, 0.9 * n), squeeze=False)
+        im = None
         for i, (img, att) in enumerate(zip(images, attn_maps)):
             axes[i, 0].imshow(img)
+            if i == 0:
+                axes[i, 0].set_title("image", fontsize=6)
             for h in range(heads):
-                axes[i, h + 1].imshow(att[h], cmap="inferno")
+                a = att[h] / max(float(att[h].max()), 1e-12)
+                im = axes[i, h + 1].imshow(a, cmap="inferno", vmin=0, vmax=1)
                 if i == 0:
                     axes[i, h + 1].set_title(f"head {h}", fontsize=6)
             for ax in axes[i]:
                 ax.axis("off")
-        fig.subplots_adjust(wspace=0.05, hspace=0.05)
+        fig.subplots_adjust(wspace=0.05, hspace=0.05, right=0.9)
+        cax = fig.add_axes((0.92, 0.15, 0.015, 0.7))
+        cb = fig.colorbar(im, cax=cax)
+        cb.set_label("attention / head max", fontsize=6)
+        cb.ax.tick_params(labelsize=5)
         return save_figure(fig, out_dir, name)

@@ -1,5 +1,12 @@
-"""Comparison tables from the tidy results frame: rows method x backbone, columns eval/metric,
-cells mean ± std over seeds with the number of seeds; written as Markdown, LaTeX (booktabs), CSV."""
+"""Comparison tables from the tidy results frame.
+
+One row per *setting*: the method, backbone, dataset, preset and epochs, plus every other resolved config key
+that differs between runs of those (so ``optim.lr=1e-3`` and ``2e-3`` are two rows, never one pooled row), or
+an explicit ``by=`` list that is checked to pool nothing but seeds. Cells are mean ± std over the runs of a
+row (ddof=1; seeds are the only axis they differ in) with n shown; booleans are counted (``collapsed 0/3``).
+Written as Markdown (display), CSV (numbers: ``<column> mean``, ``std``, ``n``) and LaTeX (pandas Styler,
+escaped, constant keys in the caption, wide tables split so each part fits a page).
+"""
 from __future__ import annotations
 
 import logging
@@ -10,49 +17,117 @@ import pandas as pd
 
 from ssl_bench.atomic import write_text
 from ssl_bench.errors import UserError
-from ssl_bench.results import load_runs
+from ssl_bench.report.metrics import metric
+from ssl_bench.results import load_runs, setting_columns
 
 log = logging.getLogger(__name__)
 
 ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
-BELOW_INIT = "↓init"  # marks a mean below the same backbone's random-initialisation row
+ID_COLUMNS = ["run_id", *ROW_KEYS, "seed", "eval", "metric"]
+BELOW_INIT = "↓init"  # marks a mean below the same row's random-initialisation number
 DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
                    "train/collapsed"]
+REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by")
+LATEX_VALUE_COLUMNS = 5  # value columns per LaTeX table part: wider tables do not fit a page
+MISSING = "—"
 
 
-def aggregate(df: pd.DataFrame, row_keys: list[str] | None = None) -> pd.DataFrame:
-    """Long frame: one row per (row keys, eval/metric) with mean, std (ddof=1; 0 for one seed), n."""
-    keys = row_keys or ROW_KEYS
-    d = df.assign(column=df["eval"] + "/" + df["metric"])
-    agg = d.groupby(keys + ["column"], dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    agg["std"] = agg["std"].fillna(0.0)
-    return agg.rename(columns={"count": "n"})
-
-
-def summary_table(df: pd.DataFrame, columns: list[str] | None = None, row_keys: list[str] | None = None,
-                  digits: int = 4) -> pd.DataFrame:
-    """Wide table of 'mean ± std (n)' strings ('value (n=1)' for one seed: a std needs two)."""
+def _differing(df: pd.DataFrame, base: list[str]) -> list[str]:
+    """Setting columns whose value differs between runs that share the ``base`` keys."""
     if df.empty:
-        return pd.DataFrame()
-    keys = row_keys or ROW_KEYS
-    agg = aggregate(df, keys)
+        return []
+    per_run = df.drop_duplicates("run_id") if "run_id" in df.columns else df
+    grouped = per_run.groupby(base, dropna=False)
+    return [c for c in setting_columns(df) if (grouped[c].nunique(dropna=False) > 1).any()]
+
+
+def row_keys(df: pd.DataFrame, by: list[str] | None = None) -> list[str]:
+    """The keys that make one table row: ``by`` (checked to pool only seeds), or the base keys plus every
+    setting that differs between runs of the same base keys."""
+    if not by:
+        return ROW_KEYS + _differing(df, ROW_KEYS)
+    unknown = [k for k in by if k not in df.columns]
+    if unknown:
+        raise UserError(f"unknown by= key {unknown[0]!r}; valid: {', '.join(ROW_KEYS)} or a config key of these runs "
+                        "(e.g. optim.lr)")
+    pooled = [k for k in ROW_KEYS + _differing(df, list(by)) if k not in by and k in df.columns
+              and (df.groupby(list(by), dropna=False)[k].nunique(dropna=False) > 1).any()]
+    if pooled:
+        raise UserError(f"by={','.join(by)} would pool runs that differ in {', '.join(pooled)}: a std over them is "
+                        f"not seed variance; add {pooled[0]} to by= or filter on it")
+    return list(by)
+
+
+def _key_frame(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Keys beyond the base ones as text (a method without that key shows '—'), so rows sort and pivot."""
+    extra = [k for k in keys if k not in ROW_KEYS]
+    return df.assign(**{k: df[k].map(lambda v: MISSING if v is None or v != v else str(v)) for k in extra})
+
+
+def aggregate(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    """Long frame: one row per (row keys, eval/metric) with mean, std (ddof=1; 0 for one run) and n runs."""
+    keys = keys or row_keys(df)
+    d = _key_frame(df, keys).assign(column=df["eval"] + "/" + df["metric"])
+    g = d.groupby(keys + ["column"], dropna=False)
+    agg = g["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    agg["std"] = agg["std"].fillna(0.0)
+    if "seed" in d.columns:
+        repeats = g["seed"].agg(lambda s: s.duplicated().any()).reset_index(drop=True)
+        for _, r in agg[repeats.values].drop_duplicates(keys).iterrows():
+            log.warning("row %s holds several runs with the same seed: its std is run-to-run noise, not seed "
+                        "variance", ", ".join(f"{k}={r[k]}" for k in keys))
+    return agg
+
+
+def _columns(agg: pd.DataFrame, columns: list[str] | None) -> list[str]:
     present = list(dict.fromkeys(agg["column"]))
-    cols = [c for c in (columns or present) if c in present]
-    agg = agg[agg["column"].isin(cols)]
-    agg["cell"] = [f"{m:.{digits}f} ± {s:.{digits}f} (n={n})" if n > 1 else f"{m:.{digits}f} (n={n})"
-                   for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
-    # a number below the same backbone at random initialisation is marked: training made it worse
+    if columns is None:
+        return [c for c in DEFAULT_COLUMNS if c in present] or present
+    unknown = [c for c in columns if c not in present]
+    if unknown:
+        raise UserError(f"unknown column {unknown[0]!r}; valid for these runs: {', '.join(present)}")
+    return list(columns)
+
+
+def _cell(mean: float, std: float, n: int, kind: str, digits: int) -> str:
+    if kind == "bool":
+        return f"{round(mean * n)}/{n}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n={n})"
+
+
+def summarise(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None,
+              digits: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(display table of 'mean ± std (n=k)' strings, numeric table with mean/std/n per column, row keys)."""
+    if df.empty:
+        return pd.DataFrame(), pd.DataFrame(), []
+    keys = row_keys(df, by)
+    agg = aggregate(df, keys)
+    cols = _columns(agg, columns)
+    agg = agg[agg["column"].isin(cols)].reset_index(drop=True)
+    agg["cell"] = [_cell(m, s, n, metric(c).kind, digits)
+                   for m, s, n, c in zip(agg["mean"], agg["std"], agg["n"], agg["column"])]
+    # a number below the same row at random initialisation is marked: training made it worse
     means = {(tuple(r[k] for k in keys), r["column"]): r["mean"] for _, r in agg.iterrows()}
     for i, r in agg.iterrows():
-        ev, _, metric = r["column"].partition("/")
-        init = means.get((tuple(r[k] for k in keys), f"{ev}@init/{metric}"))
+        ev, _, name = r["column"].partition("/")
+        init = means.get((tuple(r[k] for k in keys), f"{ev}@init/{name}"))
         if not ev.endswith("@init") and init is not None and r["mean"] < init:
             agg.at[i, "cell"] = agg.at[i, "cell"] + f" {BELOW_INIT}"
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
     value_cols = [c for c in cols if c in wide.columns]
-    wide[value_cols] = wide[value_cols].fillna("—")  # a row without that eval (not run), not a number
-    return wide[keys + value_cols]
+    wide[value_cols] = wide[value_cols].fillna(MISSING)  # a row without that eval (not run), not a number
+    numeric = agg.pivot_table(index=keys, columns="column", values=["mean", "std", "n"], aggfunc="first")
+    numeric.columns = [f"{col} {stat}" for stat, col in numeric.columns]
+    numeric = numeric[[f"{c} {s}" for c in value_cols for s in ("mean", "std", "n")]].reset_index()
+    numeric = numeric.astype({f"{c} n": "Int64" for c in value_cols})
+    return wide[keys + value_cols], numeric, keys
+
+
+def summary_table(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None,
+                  digits: int = 4) -> pd.DataFrame:
+    """The display table of :func:`summarise`."""
+    return summarise(df, columns, by, digits)[0]
 
 
 def published_results() -> dict:
@@ -78,7 +153,7 @@ def add_published(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame
             value = (entry.get(col) or {}).get(method)
             epochs = entry.get("epochs")
             epochs = epochs.get(method) if isinstance(epochs, dict) else epochs
-            cells.append(f"{value:.4f} ({epochs} ep)" if value is not None else "—")
+            cells.append(f"{value:.4f} ({epochs} ep)" if value is not None else MISSING)
             if value is not None:
                 used.add(preset)
         if used:
@@ -87,48 +162,98 @@ def add_published(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame
     return table, list(dict.fromkeys(sources))
 
 
-def to_latex_booktabs(table: pd.DataFrame, caption: str = "") -> str:
-    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%").replace("↓", r"$\downarrow$")
-    cols = list(table.columns)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
-             " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
-    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(r"\caption{" + esc(caption) + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+def _header(column: str) -> str:
+    if column.startswith("published "):
+        return "published " + metric(column[len("published "):]).label
+    return metric(column).label if "/" in column else column
 
 
-def write_tables(table: pd.DataFrame, out_dir: str | Path, name: str = "summary", caption: str = "") -> list[Path]:
+def to_latex(table: pd.DataFrame, caption: str = "", keys: list[str] | None = None,
+             max_value_columns: int = LATEX_VALUE_COLUMNS) -> str:
+    """booktabs tables through pandas' Styler: every cell and header escaped, row keys that are the same in
+    every row said once in the caption, and the value columns split into parts that fit a page."""
+    keys = [k for k in (keys or []) if k in table.columns]
+    const = [k for k in keys if k != "method" and len(table) > 1 and table[k].nunique(dropna=False) == 1]
+    shown = [k for k in keys if k not in const]
+    values = [c for c in table.columns if c not in keys]
+    facts = "; ".join(f"{k} {table[k].iloc[0]}" for k in const)
+    caption = ". ".join(p for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed"
+                                    if keys else "") if p)
+    parts = [values[i:i + max_value_columns] for i in range(0, len(values), max_value_columns)] or [[]]
+    math = lambda s: str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$")
+    out = []
+    for i, cols in enumerate(parts):
+        part = table[shown + cols].rename(columns=_header)
+        cap = caption + (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "")
+        sty = part.style.hide(axis="index").format(math, escape="latex").format_index(math, escape="latex", axis=1)
+        out.append(sty.to_latex(hrules=True, position_float="centering", column_format="l" * part.shape[1],
+                                caption=math(_escape(cap)) if cap else None))
+    return "\n".join(out)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _escape(text: str) -> str:
+    """LaTeX-escape free text (the caption; Styler escapes the cells and headers itself)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def write_tables(table: pd.DataFrame, out_dir: str | Path, name: str = "summary", caption: str = "",
+                 numeric: pd.DataFrame | None = None, keys: list[str] | None = None) -> list[Path]:
+    """NAME.md (display), NAME.tex (LaTeX) and NAME.csv (``numeric`` when given: numbers a tool can read)."""
     out = Path(out_dir)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], table.to_markdown(index=False) + "\n")
-    write_text(paths[1], to_latex_booktabs(table, caption))
-    write_text(paths[2], table.to_csv(index=False))
+    write_text(paths[1], to_latex(table, caption, keys))
+    write_text(paths[2], (numeric if numeric is not None else table).to_csv(index=False))
     return paths
 
 
 def parse_filters(overrides: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Split ``key=value`` into report options (results_root, out, name, columns) and row filters."""
+    """Split ``key=value`` into report options (results_root, out, name, columns, by) and row filters."""
     opts, filters = {}, {}
     for o in overrides:
         if "=" not in o:
             raise UserError(f"bad argument {o!r}: expected key=value (e.g. method=dino seed=0)")
         k, v = o.split("=", 1)
-        (opts if k in ("results_root", "out", "name", "columns") else filters)[k] = v
+        (opts if k in REPORT_OPTIONS else filters)[k] = v
     return opts, filters
+
+
+def _matches(value, allowed: list[str]) -> bool:
+    """A cell equals one of the typed values: as text, as a boolean (true/True) or as a number (1e-3 = 0.001)."""
+    for a in allowed:
+        if str(value) == a or (isinstance(value, bool) and str(value).lower() == a.lower()):
+            return True
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                if float(a) == float(value):
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
+def apply_filters(df: pd.DataFrame, filters: dict[str, str], what: str = "report") -> pd.DataFrame:
+    """Keep the rows whose ``key`` matches one of the comma-separated values, for any column or config key."""
+    for key, value in filters.items():
+        if key not in df.columns:
+            raise UserError(f"unknown {what} filter {key!r}; valid: {', '.join(ID_COLUMNS)} or a config key of these "
+                            "runs (e.g. optim.lr, data.train_per_class)")
+        allowed = value.split(",")
+        df = df[df[key].map(lambda v: _matches(v, allowed))]
+    return df
 
 
 def filtered_runs(root: str, filters: dict[str, str]) -> pd.DataFrame:
     df = load_runs(root)
-    skipped = df.attrs.get("skipped", [])
-    for key, value in filters.items():
-        if key not in df.columns:
-            raise UserError(f"unknown report filter {key!r}; valid: {', '.join(df.columns)}")
-        allowed = value.split(",")
-        df = df[df[key].astype(str).isin(allowed)]
-    df.attrs["skipped"] = skipped
+    attrs = dict(df.attrs)
+    if df.empty:
+        return df
+    df = apply_filters(df, filters)
+    df.attrs.update(attrs)
     return df
 
 
@@ -143,12 +268,18 @@ def report_command(overrides: list[str]) -> int:
     if df.empty:
         print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
-    cols = opts["columns"].split(",") if "columns" in opts else DEFAULT_COLUMNS
-    table, sources = add_published(summary_table(df, cols), cols)
-    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), "; ".join(sources))
+    cols = opts["columns"].split(",") if "columns" in opts else None
+    by = opts["by"].split(",") if opts.get("by") else None
+    table, numeric, keys = summarise(df, cols, by)
+    table, sources = add_published(table, [c for c in table.columns if c not in keys])
+    caption = "; ".join(sources)
+    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), caption, numeric, keys)
     print(table.to_markdown(index=False))
+    print("cells: mean ± std over the n runs of a row, which differ only in seed")
+    if extra := [k for k in keys if k not in ROW_KEYS]:
+        print(f"rows also differ in: {', '.join(extra)}")
     if table.astype(str).apply(lambda c: c.str.contains(BELOW_INIT)).any().any():
-        print(f"{BELOW_INIT}: below the same backbone at random initialisation (training made it worse)")
+        print(f"{BELOW_INIT}: below the same row at random initialisation (training made it worse)")
     for line in sources:
         print(line)
     print("\nwrote " + ", ".join(map(str, paths)))
