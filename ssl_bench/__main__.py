@@ -17,6 +17,8 @@ commands:
   status  state of a sweep's members or a run    status results/sweeps/SWEEP.json
   ablate  DINO centering x sharpening grid        ablate dino [method.center_momentum=0.9,0.99]
   eval    evaluate a finished run                eval run=RUN_DIR evals=knn,linear,seg eval.seg_root=PATH
+          ... or any weights file                 eval weights=FILE [backbone=vit_small] evals=knn,linear
+  export  a run's encoder for timm/torchvision   export run=RUN_DIR out=encoder.pt [format=timm|torchvision]
   plot    figures under results/figures          plot [bar|knn_curve|loss|attention|all] [method=dino ...]
   config  print the resolved config, run nothing     config method=simclr preset=paper [key=value ...]
   list    registered methods, backbones, datasets, evals and presets
@@ -73,13 +75,33 @@ def cmd_run(overrides: list[str]) -> int:
 
 def cmd_eval(overrides: list[str]) -> int:
     from ssl_bench.engine.train import evaluate_run
+    from ssl_bench.engine.weights import evaluate_weights
 
     runs = [o.split("=", 1)[1] for o in overrides if o.startswith("run=")]
-    if len(runs) != 1:
-        raise UserError("eval needs exactly one run=RUN_DIR (a folder under results/runs)")
-    result = evaluate_run(runs[0], [o for o in overrides if not o.startswith("run=")])
+    weights = [o for o in overrides if o.startswith("weights=")]
+    if len(runs) + len(weights) != 1:
+        raise UserError("eval needs exactly one run=RUN_DIR (a folder under results/runs) or weights=FILE "
+                        "(a state dict or .safetensors, with backbone=NAME unless exported by ssl_bench)")
+    if weights:
+        result = evaluate_weights(overrides)
+        print(f"run folder: {result.run_dir.path}")
+    else:
+        result = evaluate_run(runs[0], [o for o in overrides if not o.startswith("run=")])
     for r in result.metrics:
         print(f"{r['eval']:<12} {r['metric']:<20} {r['value']:.4f}")
+    return 0
+
+
+def cmd_export(overrides: list[str]) -> int:
+    from ssl_bench.engine.weights import FORMATS, export_run
+
+    opts = dict(o.split("=", 1) for o in overrides if "=" in o)
+    bad = [o for o in overrides if "=" not in o or o.split("=", 1)[0] not in ("run", "out", "format")]
+    if bad or "run" not in opts or "out" not in opts:
+        raise UserError(f"usage: export run=RUN_DIR out=FILE [format={'|'.join(FORMATS)}]"
+                        + (f"; got {bad[0]!r}" if bad else ""))
+    for p in export_run(opts["run"], opts["out"], opts.get("format", "timm")):
+        print(p)
     return 0
 
 
@@ -137,7 +159,7 @@ def cmd_status(args: list[str]) -> int:
     return status_command(args)
 
 
-COMMANDS = {"config": cmd_config, "sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
+COMMANDS = {"config": cmd_config, "sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "export": cmd_export, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
 
 
 class Terminated(BaseException):

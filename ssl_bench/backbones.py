@@ -18,10 +18,14 @@ from ssl_bench.registry import BACKBONES, register_backbone
 
 
 class Backbone(nn.Module):
-    """Interface shared by all backbones."""
+    """Interface shared by all backbones. ``model`` is the timm model, built by
+    ``timm.create_model(arch, **create_kwargs)`` (plus the CIFAR stem when ``cifar_stem``)."""
 
     embed_dim: int
     is_vit: bool = False
+    arch: str
+    create_kwargs: dict
+    cifar_stem: bool = False
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -75,7 +79,8 @@ class TimmViT(Backbone):
         kwargs = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate)
         if cfg.depth is not None:
             kwargs["depth"] = cfg.depth
-        self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
+        self.arch, self.create_kwargs = arch, dict(num_classes=0, dynamic_img_size=True, **kwargs)
+        self.model = timm.create_model(arch, pretrained=False, **self.create_kwargs)
         self.embed_dim = self.model.num_features
         self.num_heads = self.model.blocks[-1].attn.num_heads
         self.patch_size = cfg.patch_size
@@ -120,8 +125,10 @@ class TimmViT(Backbone):
 class TimmResNet(Backbone):
     def __init__(self, arch: str, cfg: ResNetConfig) -> None:
         super().__init__()
-        self.model = timm.create_model(arch, pretrained=False, num_classes=0, zero_init_last=cfg.zero_init_residual)
-        if cfg.cifar_stem:
+        self.arch, self.create_kwargs, self.cifar_stem = arch, dict(num_classes=0), cfg.cifar_stem
+        self.model = timm.create_model(arch, pretrained=False, zero_init_last=cfg.zero_init_residual,
+                                       **self.create_kwargs)
+        if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
             self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.model.maxpool = nn.Identity()
         self.embed_dim = self.model.num_features

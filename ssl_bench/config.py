@@ -290,6 +290,7 @@ class RunConfig:
     nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
     wait: bool = False  # launcher=slurm: block until the job ends, streaming its progress
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    weights: Optional[str] = None  # set by `eval weights=FILE`: the run scores these weights, it trains nothing
 
 
 def _validate(obj: Any, prefix: str = "") -> None:
