@@ -50,7 +50,7 @@ def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor
     size = cfg.data.global_size or cfg.backbone.img_size
     args = (size, ctx.splits.mean, ctx.splits.std, ctx.device, cfg.eval.batch_size, cfg.data.num_workers,
             cfg.eval.crop_fraction, cfg.eval.interpolation)
-    xtr, ytr = extract_features(encoder, ctx.splits.train, *args)
+    xtr, ytr = extract_features(encoder, ctx.splits.bank, *args)
     xte, yte = extract_features(encoder, ctx.splits.test, *args)
     bad = int((~torch.isfinite(xtr)).any(1).sum() + (~torch.isfinite(xte)).any(1).sum())
     if bad:

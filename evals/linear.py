@@ -107,8 +107,8 @@ def _augmented_probe(encoder: nn.Module, ctx: EvalContext) -> dict[str, float]:
     size = cfg.data.global_size or cfg.backbone.img_size
     aug = T.Compose([T.ToImage(), T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(),
                      T.ToDtype(torch.float32, scale=True), T.Normalize(ctx.splits.mean, ctx.splits.std)])
-    ds = TransformDataset(ctx.splits.train, aug)
-    n_cls = int(max(targets_of(ctx.splits.train))) + 1
+    ds = TransformDataset(ctx.splits.bank, aug)
+    n_cls = int(max(targets_of(ctx.splits.bank))) + 1
     head = nn.Linear(encoder.embed_dim, n_cls).to(dev)
     nn.init.normal_(head.weight, std=0.01)
     nn.init.zeros_(head.bias)

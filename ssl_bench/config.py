@@ -86,6 +86,11 @@ class DataConfig:
 
     root: Optional[str] = None
     download: bool = False
+    # folder datasets: the sub-folder of data.root to pre-train on, and the one to test on (None: test/,
+    # or val/ when there is no test/, as ImageNet ships). A train folder of images without class
+    # sub-folders is unlabelled: pre-training only, evaluated on eval.dataset
+    train_split: str = "train"
+    test_split: Optional[str] = None
     n_global: int = 2
     n_local: Optional[int] = None  # None: the method's default (its paper's setting)
     global_size: Optional[int] = None  # None: backbone.img_size
@@ -179,6 +184,10 @@ class EvalConfig:
     """Evaluation settings (k-NN follows DINO: weighted vote, T = 0.07)."""
 
     evals: list[str] = field(default_factory=lambda: ["knn"])
+    # evaluate on another labelled dataset than the one pre-trained on (its train split is the k-NN bank
+    # and the probe's training set, its test split the queries): needed after unlabelled pre-training
+    dataset: Optional[str] = None
+    data_root: Optional[str] = None
     knn_k: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     knn_temperature: float = 0.07
     knn_every: int = 0  # >0: also run k-NN every N epochs

@@ -155,7 +155,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 # Config keys that say where and how a run was launched, not what it computed: a report does not treat
 # two runs as different settings because of them (``seed`` is the replicate axis, never a setting).
 NOT_A_SETTING = tuple(k for k in RESUME_MAY_DIFFER if k not in ("eval.", "preset")) + (
-    "seed", "eval.knn_every", "eval.baseline", "eval.evals", "deterministic")
+    "seed", "eval.knn_every", "eval.baseline", "eval.evals", "eval.data_root", "deterministic")
 _ID_KEYS = {"method.name": "method", "backbone.name": "backbone", "optim.epochs": "epochs"}
 
 

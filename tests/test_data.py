@@ -149,3 +149,69 @@ def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
     for (a, ya), (b, yb) in zip(whole, per_epoch):
         assert torch.equal(ya, yb) and torch.equal(a, b)
     assert not torch.equal(whole[1][0], whole[3][0])  # epochs differ
+
+
+def test_imagenet_style_train_val_tree_needs_no_renaming(image_folder, tmp_path):
+    """ImageNet ships train/ + val/: the test split falls back to val/; data.test_split names any folder."""
+    (image_folder / "test").rename(image_folder / "val")
+    s = build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+    assert len(s.test) == 16 and all("/val/" in p for p, _ in s.test.samples)
+    s = build_datasets("cifar10", build_config(["dataset=cifar10", f"data.root={image_folder}"]).data)
+    assert len(s.test) == 16
+    (image_folder / "val").rename(image_folder / "holdout")
+    cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"])
+    assert len(build_datasets("imagefolder", cfg.data).test) == 16
+    with pytest.raises(UserError, match=r"no test/ folder for the test split \(it holds holdout/, train/\); name "
+                                        r"the folder with data.test_split=NAME"):
+        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+    (image_folder / "train").rename(image_folder / "pretrain")
+    with pytest.raises(UserError, match="no train/ folder for the train split .* data.train_split=NAME"):
+        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}",
+                                                    "data.test_split=holdout"]).data)
+
+
+def test_train_and_val_with_different_classes_are_refused(image_folder):
+    (image_folder / "test").rename(image_folder / "val")
+    (image_folder / "val" / "class1").rename(image_folder / "val" / "class9")
+    with pytest.raises(UserError, match="train/ and val/ hold different classes"):
+        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+
+
+def _unlabelled(root, n=12):
+    root.mkdir(parents=True)
+    for i in range(n):
+        Image.effect_noise((16, 16), 40 + i).convert("RGB").save(root / f"img{i:03d}.png")
+    return root.parent
+
+
+def test_unlabelled_pretraining_is_evaluated_on_a_named_labelled_dataset(image_folder, tmp_path):
+    from ssl_bench.data.datasets import UnlabelledFolder, run_datasets
+
+    root = _unlabelled(tmp_path / "raw" / "train")
+    cfg = build_config(["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
+                        f"eval.data_root={image_folder}", "evals=knn,linear"])
+    s = run_datasets(cfg)
+    assert isinstance(s.train, UnlabelledFolder) and len(s.train) == 12
+    assert len(s.bank) == 16 and len(s.test) == 16 and s.num_classes == 2
+    assert sorted(set(s.bank.targets)) == [0, 1]
+    with pytest.raises(UserError, match="holds unlabelled images .* the knn/linear evaluation needs labels; name a "
+                                        "labelled dataset with eval.dataset=NAME"):
+        run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=knn,linear"]))
+    assert len(run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=seg"])).train) == 12
+    with pytest.raises(UserError, match="eval.dataset=imagefolder at .* holds unlabelled images"):
+        run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
+                                   f"eval.data_root={root}"]))
+    with pytest.raises(UserError, match="eval.data_root needs eval.dataset"):
+        run_datasets(build_config(["dataset=digits", f"eval.data_root={image_folder}"]))
+
+
+def test_a_run_pretrains_on_unlabelled_images_and_scores_knn_on_another_dataset(image_folder, tmp_path, tiny):
+    from ssl_bench.__main__ import main
+    from ssl_bench.results import RunDir
+
+    root = _unlabelled(tmp_path / "raw" / "train", n=32)
+    assert main(["run", "method=simclr", "dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
+                 f"eval.data_root={image_folder}", "optim.epochs=1", "evals=knn", *tiny]) == 0
+    run = RunDir(next((tmp_path / "runs").iterdir()))
+    m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
+    assert 0.0 <= m[("knn", "top1")] <= 1.0 and ("knn@init", "top1") in m

@@ -2,12 +2,14 @@
 
 ``digits`` is embedded (scikit-learn's bundled 8x8 digits, upsampled), so the suite runs with no
 download. ``cifar10``/``cifar100``/``stl10`` accept torchvision's own format or an ImageFolder tree
-with ``train/`` and ``test/``; ``imagefolder`` takes any such tree.
+with ``train/`` and ``test/`` (or ``val/``, as ImageNet ships; ``data.train_split`` / ``data.test_split``
+name others); ``imagefolder`` takes any such tree, and a train folder of images without class
+sub-folders as unlabelled pre-training data, evaluated on ``eval.dataset``.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,13 +31,21 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass
 class DataSplits:
-    """Pre-training/k-NN-bank images (``train``) and held-out ``test`` images, with labels."""
+    """Pre-training images (``train``), the labelled images the evaluations fit on (``bank``: the k-NN
+    bank and the probes' training set; ``train`` unless evaluating on another dataset) and held-out
+    ``test`` images."""
 
     train: Dataset
     test: Dataset
     num_classes: int
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
+    bank: Dataset | None = None
+    labelled: bool = True  # False: ``train`` has no labels (pre-training only)
+
+    def __post_init__(self) -> None:
+        if self.bank is None and self.labelled:
+            self.bank = self.train
 
 
 class ListDataset(Dataset):
@@ -110,26 +120,70 @@ def per_class_subset(ds: Dataset, n: int, start: int = 0) -> Dataset:
     return SubsetDataset(ds, keep, [targets[i] for i in keep])
 
 
-def _image_folder(root: Path, split: str) -> Dataset:
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class UnlabelledFolder(ListDataset):
+    """Every image file under a folder (sorted, recursively) with label 0: pre-training data only."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.targets = [0] * len(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return load_image(self.files[i]), 0
+
+
+def _is_unlabelled(path: Path) -> bool:
+    """Images directly in the folder and no sub-folders: no classes to read labels from."""
+    entries = list(path.iterdir())
+    return not any(e.is_dir() for e in entries) and any(e.suffix.lower() in IMAGE_EXTENSIONS for e in entries)
+
+
+def _image_folder(root: Path, split: str, what: str = "train") -> Dataset:
     path = root / split
     if not path.is_dir():
-        raise UserError(f"data.root {str(root)!r} has no {split}/ folder (expected an ImageFolder tree with train/ and test/)")
+        found = sorted(p.name + "/" for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        key = "data.train_split" if what == "train" else "data.test_split"
+        raise UserError(f"data.root {str(root)!r} has no {split}/ folder for the {what} split (it holds "
+                        f"{', '.join(found) or 'no folders'}); name the folder with {key}=NAME")
     try:
         return tvd.ImageFolder(str(path), loader=load_image)
     except (FileNotFoundError, RuntimeError) as err:
         raise UserError(f"cannot read ImageFolder {str(path)!r}: {err}") from None
 
 
-def _same_classes(train, test, root: Path):
-    """ImageFolder numbers classes by their sorted names per folder: train/ and test/ must hold the same
-    class names, or a test class would be scored as another train class."""
+def test_split_name(root: Path, cfg: DataConfig) -> str:
+    """``data.test_split``, or test/ when it exists, else val/ (ImageNet's layout)."""
+    if cfg.test_split:
+        return cfg.test_split
+    return "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+
+
+def _same_classes(train, test, root: Path, names: tuple[str, str] = ("train", "test")):
+    """ImageFolder numbers classes by their sorted names per folder: the train and test folders must hold
+    the same class names, or a test class would be scored as another train class."""
     if train.classes != test.classes:
+        tr, te = names
         missing = sorted(set(train.classes) - set(test.classes))
         extra = sorted(set(test.classes) - set(train.classes))
-        parts = ([f"test/ lacks {', '.join(missing[:5])}"] if missing else []) + \
-                ([f"test/ has {', '.join(extra[:5])} that train/ lacks"] if extra else [])
-        raise UserError(f"data.root {str(root)!r}: train/ and test/ hold different classes ({'; '.join(parts)})")
+        parts = ([f"{te}/ lacks {', '.join(missing[:5])}"] if missing else []) + \
+                ([f"{te}/ has {', '.join(extra[:5])} that {tr}/ lacks"] if extra else [])
+        raise UserError(f"data.root {str(root)!r}: {tr}/ and {te}/ hold different classes ({'; '.join(parts)})")
     return train, test
+
+
+def folder_splits(root: Path, cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """(train, test) ImageFolders of ``root``; an unlabelled train folder gives (UnlabelledFolder, None)."""
+    train_dir = root / cfg.train_split
+    if train_dir.is_dir() and _is_unlabelled(train_dir):
+        return UnlabelledFolder(train_dir), None
+    test = test_split_name(root, cfg)
+    names = (cfg.train_split, test)
+    return _same_classes(_image_folder(root, cfg.train_split), _image_folder(root, test, "test"), root, names)
 
 
 def _require_root(cfg: DataConfig, name: str) -> Path:
@@ -160,8 +214,10 @@ def digits(cfg: DataConfig) -> DataSplits:
 def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train_kw, test_kw):
     def build(cfg: DataConfig) -> DataSplits:
         root = _require_root(cfg, name)
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            train, test = _same_classes(_image_folder(root, "train"), _image_folder(root, "test"), root)
+        if (root / cfg.train_split).is_dir() and (root / test_split_name(root, cfg)).is_dir():
+            train, test = folder_splits(root, cfg)
+            if test is None:
+                return DataSplits(train, ListDataset([], []), 0, mean, std, labelled=False)
         else:
             try:
                 train = tv_cls(str(root), download=cfg.download, **train_kw)
@@ -195,15 +251,48 @@ register_dataset("stl10")(
 
 @register_dataset("imagefolder")
 def imagefolder(cfg: DataConfig) -> DataSplits:
-    """Any ImageFolder tree with train/ and test/ (class sub-folders), ImageNet statistics."""
+    """Any ImageFolder tree with train/ and test/ or val/ (class sub-folders), or unlabelled images, ImageNet statistics."""
     root = _require_root(cfg, "imagefolder")
-    train, test = _same_classes(_image_folder(root, "train"), _image_folder(root, "test"), root)
+    train, test = folder_splits(root, cfg)
+    if test is None:
+        return DataSplits(train, ListDataset([], []), 0, labelled=False)
     return DataSplits(train, test, len(train.classes))
 
 
-def build_datasets(name: str, cfg: DataConfig) -> DataSplits:
-    """Build the named dataset and apply the per-class subsets of ``cfg``."""
+LABELLED_EVALS = ("knn", "linear")  # evaluations that need the labels of a bank and of test images
+
+
+def build_datasets(name: str, cfg: DataConfig, evals: Sequence[str] = (), eval_dataset: str | None = None,
+                   eval_root: str | None = None) -> DataSplits:
+    """Build the named dataset and apply the per-class subsets of ``cfg``; with ``eval_dataset``, the
+    evaluations' bank and test images come from that dataset (at ``eval_root``), normalised as the
+    pre-training data is."""
+    if eval_root and not eval_dataset:
+        raise UserError("eval.data_root needs eval.dataset=NAME (the labelled dataset found there)")
+    splits = _build_one(name, cfg, labelled_needed=False)
+    if eval_dataset:
+        other = _build_one(eval_dataset, replace(cfg, root=eval_root, train_split="train", test_split=None,
+                                                 val_per_class=0), labelled_needed=True, role="eval.dataset")
+        splits = DataSplits(splits.train, other.test, other.num_classes, splits.mean, splits.std, bank=other.bank)
+        log.info("evaluating on %s: %d bank, %d test images", eval_dataset, len(splits.bank), len(splits.test))
+    elif not splits.labelled and any(e in LABELLED_EVALS for e in evals):
+        raise UserError(f"data.root {cfg.root!r} holds unlabelled images (no class sub-folders): the "
+                        f"{'/'.join(e for e in evals if e in LABELLED_EVALS)} evaluation needs labels; name a labelled "
+                        "dataset with eval.dataset=NAME eval.data_root=PATH")
+    return splits
+
+
+def _build_one(name: str, cfg: DataConfig, labelled_needed: bool, role: str = "dataset") -> DataSplits:
     splits = DATASETS.get(name).obj(cfg)
+    if not splits.labelled:
+        if labelled_needed:
+            raise UserError(f"{role}={name} at {cfg.root!r} holds unlabelled images: evaluations need class "
+                            "sub-folders")
+        splits.train = per_class_subset(splits.train, cfg.train_per_class)
+        if len(splits.train) == 0:
+            raise UserError(f"dataset {name!r} at {cfg.root!r} has no training images")
+        log.info("dataset %s: %d unlabelled train images", name, len(splits.train))
+        return splits
     if cfg.val_per_class > 0:
         # Tuning split: evaluate on train images the pre-training subset never sees, never on test/.
         if cfg.train_per_class <= 0:
@@ -212,10 +301,16 @@ def build_datasets(name: str, cfg: DataConfig) -> DataSplits:
     else:
         splits.test = per_class_subset(splits.test, cfg.test_per_class)
     splits.train = per_class_subset(splits.train, cfg.train_per_class)
+    splits.bank = splits.train
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise UserError(f"dataset {name!r} at {cfg.root!r} has no images in train or test")
     log.info("dataset %s: %d train, %d test images", name, len(splits.train), len(splits.test))
     return splits
+
+
+def run_datasets(cfg) -> DataSplits:
+    """The datasets of a run config: ``dataset`` / ``data.*``, evaluated on ``eval.dataset`` when set."""
+    return build_datasets(cfg.dataset, cfg.data, cfg.eval.evals, cfg.eval.dataset, cfg.eval.data_root)
 
 
 def _resize(size: int, crop_fraction: float, interpolation: str) -> list:

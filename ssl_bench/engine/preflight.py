@@ -16,7 +16,7 @@ def preflight(cfg: RunConfig, splits: DataSplits) -> None:
     if not names:
         return
     if "linear" in names:
-        classes = set(targets_of(splits.train))
+        classes = set(targets_of(splits.bank))
         if len(classes) < 2:
             raise UserError(f"the linear probe needs at least 2 classes in the training split; dataset "
                             f"{cfg.dataset!r} has {len(classes)} (drop linear from evals)")

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_yaml
-from ssl_bench.data.datasets import DataSplits, build_datasets
+from ssl_bench.data.datasets import DataSplits, run_datasets
 from ssl_bench.data.loader import mix_seeds, run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, ViewSpec, crop_policy
 from ssl_bench.engine import baselines
@@ -219,7 +219,7 @@ class Trainer:
     # -- main entry --------------------------------------------------------------------------------
     def run(self) -> RunResult:
         cfg = self.cfg
-        splits = build_datasets(cfg.dataset, cfg.data)
+        splits = run_datasets(cfg)
         global_batch = cfg.optim.batch_size
         if global_batch % D.world_size():
             raise UserError(f"optim.batch_size={global_batch} must be divisible by the {D.world_size()} processes")
@@ -375,7 +375,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
     for name in cfg.eval.evals:
         EVALS.get(name)
     trainer = Trainer(replace(cfg, run_dir=str(run.path)))
-    splits = build_datasets(cfg.dataset, cfg.data)
+    splits = run_datasets(cfg)
     method = build_method(trainer.cfg).to(trainer.device)
     load_checkpoint(run.checkpoint, method, None)
     rows = trainer.evaluate(method.encoder(), splits, cfg.eval.evals)

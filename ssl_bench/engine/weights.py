@@ -167,7 +167,7 @@ def weights_overrides(path: str) -> list[str]:
 def evaluate_weights(overrides: list[str]):
     """``eval weights=FILE ...``: score the file's backbone and the same backbone at random init."""
     from ssl_bench.config import build_config, to_yaml
-    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.data.datasets import run_datasets
     from ssl_bench.engine.train import RunResult, Trainer, build_method
     from ssl_bench.registry import EVALS
     from ssl_bench.results import RunDir, new_run_id
@@ -189,7 +189,7 @@ def evaluate_weights(overrides: list[str]):
     cfg = trainer.cfg
     encoder = build_method(cfg).encoder()
     load_into(encoder, state, path)
-    splits = build_datasets(cfg.dataset, cfg.data)
+    splits = run_datasets(cfg)
     run = RunDir(Path(cfg.results_root) / new_run_id(f"weights-{Path(path).stem}", cfg.backbone.name, cfg.dataset,
                                                        cfg.seed))
     run.path.mkdir(parents=True)

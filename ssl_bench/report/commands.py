@@ -30,7 +30,7 @@ def _filtered_logs(root: str, filters: dict[str, str]):
 def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: str | None = None) -> list[Path]:
     """Each head's last-block CLS attention for the first images of the run's seg set (or test set)."""
     from ssl_bench.config import load_config
-    from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.data.datasets import run_datasets
     from ssl_bench.data.masks import MaskPairs, square_resize
     from ssl_bench.engine.checkpoint import load_checkpoint
     from ssl_bench.engine.train import build_method
@@ -45,7 +45,7 @@ def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: s
     enc = method.encoder().eval()
     if not getattr(enc, "is_vit", False):
         raise UserError(f"attention maps need a ViT backbone; run {run.run_id} uses {cfg.backbone.name}")
-    splits = build_datasets(cfg.dataset, cfg.data)
+    splits = run_datasets(cfg)
     root = seg_root or cfg.eval.seg_root
     from ssl_bench.evals.segmentation import seg_resolution
 
