@@ -50,12 +50,20 @@ def cmd_run(overrides: list[str]) -> int:
         from ssl_bench.engine.train import RunResult
 
         result = RunResult(run, run.read_metrics())
-    elif cfg.nproc > 1:
-        from ssl_bench.engine.launch import run_local_ddp
-
-        result = run_local_ddp(cfg)
     else:
-        result = train(cfg)
+        from ssl_bench.engine.launch import env_launch, run_env_group, run_local_ddp
+
+        if env_launch():  # torchrun / srun started this process as one of several: join them
+            if cfg.nproc > 1:
+                raise UserError(f"nproc={cfg.nproc} inside a {env_launch()} launch: the processes are already "
+                                "started; drop nproc")
+            result, main = run_env_group(cfg)
+            if not main:
+                return 0
+        elif cfg.nproc > 1:
+            result = run_local_ddp(cfg)
+        else:
+            result = train(cfg)
     m = {(r["eval"], r["metric"]): r["value"] for r in result.metrics}
     print(f"run folder: {result.run_dir.path}")
     for ev in cfg.eval.evals:

@@ -228,6 +228,18 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where training metrics go besides ``train.jsonl`` (one line per epoch)."""
+
+    tensorboard: bool = False  # scalars per step and per epoch under <run_dir>/tensorboard (pip install tensorboard)
+    every_steps: int = 10  # per-step scalars every N steps (each costs a device-to-host copy of the loss)
+
+    def check(self) -> None:
+        if self.every_steps < 1:
+            raise ConfigError(f"bad value for 'log.every_steps': {self.every_steps}; valid: >= 1")
+
+
+@dataclass
 class ClusterConfig:
     """SLURM resources for ``launcher=slurm`` (submitit). One process per GPU, or
     ``tasks_per_node`` processes per node on CPU-only nodes."""
@@ -284,7 +296,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
-    precision: str = choice("fp32", ["fp32", "bf16"])
+    # fp16: autocast to float16 with a gradient scaler (GPUs without bf16); bf16 needs no scaler
+    precision: str = choice("fp32", ["fp32", "bf16", "fp16"])
     device: str = choice("auto", ["auto", "cpu", "cuda"])
     threads: int = 0  # >0: torch.set_num_threads
     run_dir: Optional[str] = None  # default: a fresh folder under results_root
@@ -299,6 +312,7 @@ class RunConfig:
     nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
     wait: bool = False  # launcher=slurm: block until the job ends, streaming its progress
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     weights: Optional[str] = None  # set by `eval weights=FILE`: the run scores these weights, it trains nothing
 
 

@@ -31,7 +31,7 @@ CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "me
 # (evaluation, logging, where things live, how it is launched). Everything else must match.
 RESUME_MAY_DIFFER = ("eval.", "progress", "run_dir", "results_root", "resume", "launcher", "nproc", "wait", "cluster.",
                      "threads", "device", "keep_cpu_memory", "checkpoint_every_steps", "compile", "preset",
-                     "data.root", "data.download", "data.num_workers")
+                     "data.root", "data.download", "data.num_workers", "log.")
 
 
 def new_run_id(method: str, backbone: str, dataset: str, seed: int) -> str:

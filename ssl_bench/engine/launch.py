@@ -47,3 +47,46 @@ def run_local_ddp(cfg: RunConfig):
     mp.spawn(_worker, args=(cfg.nproc, _free_port(), cfg), nprocs=cfg.nproc, join=True)
     run = RunDir(cfg.run_dir)
     return RunResult(run, run.read_metrics())
+
+
+def env_launch() -> str | None:
+    """'torchrun' or 'srun' when this process is one of several that torchrun or a plain ``srun -n N`` started
+    (RANK / WORLD_SIZE from torchrun; SLURM_PROCID / SLURM_STEP_NUM_TASKS from srun, which a batch script's own
+    step lacks), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        return "torchrun"
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return "srun"
+    return None
+
+
+def run_env_group(cfg: RunConfig):
+    """Join the process group the environment describes (torchrun, srun) and train one run together: rank 0
+    picks the run folder and tells the others. Returns (RunResult, is_main)."""
+    import torch.distributed as dist
+
+    from ssl_bench.engine.train import train
+    from ssl_bench.slurm.submit import fresh_run_dir
+
+    kind = env_launch()
+    if kind == "srun":  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from the SLURM step (submitit's parser)
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    os.environ["SSL_BENCH_LAUNCH"] = kind or "local"
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    else:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")).split("(")[0])
+        torch.set_num_threads(max(1, (cfg.threads or os.cpu_count() or 1) // max(per_node, 1)))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
+    try:
+        holder = [fresh_run_dir(cfg).run_dir if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(holder, src=0)  # strings between our own processes
+        main = dist.get_rank() == 0
+        result = train(replace(cfg, run_dir=holder[0], progress=cfg.progress and main))
+        return result, main
+    finally:
+        dist.destroy_process_group()

@@ -25,7 +25,9 @@ from ssl_bench import dist as D
 from ssl_bench import schedules as S
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.engine.optim import clip_gradients, make_optimizer, peak_lr
+from ssl_bench.engine import provenance
 from ssl_bench.engine.guards import DivergenceGuard
+from ssl_bench.engine.tracking import Tracker
 from ssl_bench.engine.pause import pause_point, wait_at
 from ssl_bench.engine.preflight import preflight
 from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -130,7 +132,9 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
     scheds = method.schedules()
     params = [p for p in method.parameters() if p.requires_grad]
     pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]
-    bf16 = cfg.precision == "bf16"
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    # fp16 overflows where bf16 does not: scale the loss, skip steps with inf/NaN gradients (DINO's fp16_scaler)
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
     norm = device_normalizer(*mean_std, dev) if mean_std is not None else None
     if cfg.compile:
         compile_backbones(method)
@@ -154,20 +158,23 @@ def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, 
             g["lr"] = cur_lr * g.get("lr_mult", 1.0)
             if g["regularize"]:
                 g["weight_decay"] = cur_wd
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=half or torch.bfloat16, enabled=half is not None):
             out = method.training_step(views, state)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        scaler.scale(out["loss"]).backward()
         method.after_backward(state)
         D.all_reduce_grads(params)
         if cfg.optim.clip_grad > 0:
+            scaler.unscale_(opt)
             clip_gradients(params, cfg.optim.clip_grad, cfg.optim.clip_mode)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         if pairs:
             ema_update(pairs, values["momentum"])
         method.after_step(state)
         return out, values, cur_lr, cur_wd
 
+    train_step.scaler = scaler  # its state goes into checkpoints (fp16)
     return train_step
 
 
@@ -243,7 +250,7 @@ class Trainer:
     def _train(self, run: RunDir, method: Method, splits: DataSplits, spe: int) -> RunResult:
         cfg, dev = self.cfg, self.device
         opt = make_optimizer(cfg.optim, method)
-        start_epoch, step, start_batch, partial = 0, 0, 0, {}
+        start_epoch, step, start_batch, partial, scaler_state = 0, 0, 0, {}, None
         if run.has_checkpoint() and cfg.resume == "auto":
             if (run.path / "config.yaml").is_file():
                 run.check_resume(yaml.safe_load(to_yaml(cfg)))
@@ -251,18 +258,34 @@ class Trainer:
             start_epoch, step = ckpt["epoch"], ckpt["step"]
             start_batch = step - start_epoch * spe  # > 0 when the checkpoint was taken mid-epoch
             partial = ckpt["extra"].get("partial", {})
+            scaler_state = ckpt["extra"].get("scaler")
             set_rng_state(ckpt["rng"])
             log.info("resumed %s at epoch %d, step %d", run.path, start_epoch + 1, step)
         if D.is_main():
             run.write_config(to_yaml(cfg))
+            provenance.record(run.path, dev)
         train_step = make_train_step(cfg, method, opt, spe, dev, (splits.mean, splits.std))
+        scaler = train_step.scaler
+        if scaler_state:
+            scaler.load_state_dict(scaler_state)
+        extra = lambda **kw: {**kw, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}  # noqa: E731
+        tracker = Tracker(run.path, cfg.log.tensorboard and D.is_main(), cfg.log.every_steps)
+        try:
+            return self._loop(run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch,
+                              partial)
+        finally:
+            tracker.close()
+
+    def _loop(self, run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch,
+              partial) -> RunResult:
+        cfg, dev = self.cfg, self.device
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
         batches = iter(self.training_batches(splits, start_epoch, start_batch, cfg.optim.epochs))
         pause = pause_point()
         guard = DivergenceGuard([p for p in method.parameters() if p.requires_grad], cfg.optim.max_param_norm, dev,
-                                run.checkpoint, cfg.precision == "bf16")
+                                run.checkpoint, cfg.precision != "fp32")
         if run.has_checkpoint() and step:
             guard.saved(start_epoch, step)
         for epoch in range(start_epoch, cfg.optim.epochs):
@@ -280,11 +303,12 @@ class Trainer:
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n += 1
                 step += 1
+                tracker.step(step, out, cur_lr, cur_wd, values)
                 guard.check(out["loss"], step, epoch)
                 every = cfg.checkpoint_every_steps
                 if every and step % every == 0 and n < spe and D.is_main():
                     partial_sums = {k: float(v) for k, v in sums.items()}
-                    save_checkpoint(run.checkpoint, method, opt, epoch, step, {"partial": partial_sums})
+                    save_checkpoint(run.checkpoint, method, opt, epoch, step, extra(partial=partial_sums))
                     guard.saved(epoch, step)
                 wait_at(pause, step)
             guard.check(out["loss"], step, epoch, end_of_epoch=True)
@@ -296,11 +320,12 @@ class Trainer:
             if cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0 and epoch + 1 < cfg.optim.epochs:
                 record.update({f"knn_{r['metric']}": r["value"] for r in self.evaluate(method.encoder(), splits, ["knn"])})
             last = means
+            tracker.epoch(record)
             log.info("epoch %d/%d  %s", epoch + 1, cfg.optim.epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
             if D.is_main():
                 run.append_train_log(record)
-                save_checkpoint(run.checkpoint, method, opt, epoch + 1, step)
+                save_checkpoint(run.checkpoint, method, opt, epoch + 1, step, extra())
                 guard.saved(epoch + 1, step)
         if not last:  # resumed a finished run: take the diagnostics from its log
             log_rows = run.read_train_log()
