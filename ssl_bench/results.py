@@ -232,8 +232,8 @@ def _log_frame(run: RunDir) -> pd.DataFrame | None:
         return None
     ids, settings = _identity(run)
     df = pd.DataFrame(log_rows)
-    for k, v in {**ids, **settings}.items():
-        df[k] = [v] * len(df)
+    cols = {k: v for k, v in {**ids, **settings}.items() if k not in df.columns}
+    df = pd.concat([df, pd.DataFrame({k: [v] * len(df) for k, v in cols.items()}, index=df.index)], axis=1)
     df.attrs["settings"] = list(settings)
     return df
 

@@ -184,3 +184,16 @@ def test_latex_is_escaped_and_wide_tables_are_split(tmp_path):
     assert tex.count(r"\begin{tabular}") == 2 and "(part 2 of 2)" in tex  # 7 value columns: 5 + 2
     assert "dataset cifar10" in tex and "& cifar10" not in tex  # a key constant over rows moves to the caption
     assert "k-NN top-1 (k=3)" in tex  # human headers
+
+
+def test_a_collapsed_run_marks_every_number_of_its_row(tmp_path):
+    from ssl_bench.report.tables import COLLAPSED
+
+    root = make_setting_runs(tmp_path / "runs", [(1e-3, 0.02, 0, 0.10), (1e-3, 0.02, 1, 0.50), (2e-3, 0.03, 0, 0.60)])
+    table = summary_table(load_runs(root), ["knn/top1"])  # the collapsed column is not even shown
+    cells = dict(zip(table["optim.lr"], table["knn/top1"]))
+    assert cells["0.001"].endswith(COLLAPSED) and not cells["0.002"].endswith(COLLAPSED)
+    r = subprocess.run([sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
+                       capture_output=True, text=True)
+    assert "a run of this row collapsed" in r.stdout and "1/2" in r.stdout
+    assert r"\dag" in (tmp_path / "t" / "summary.tex").read_text()

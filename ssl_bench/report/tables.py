@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
 ID_COLUMNS = ["run_id", *ROW_KEYS, "seed", "eval", "metric"]
 BELOW_INIT = "↓init"  # marks a mean below the same row's random-initialisation number
+COLLAPSED = "†"  # marks every number of a row in which a run collapsed (train/collapsed)
 DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
                    "train/collapsed"]
 REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by")
@@ -113,6 +114,12 @@ def summarise(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] 
         init = means.get((tuple(r[k] for k in keys), f"{ev}@init/{name}"))
         if not ev.endswith("@init") and init is not None and r["mean"] < init:
             agg.at[i, "cell"] = agg.at[i, "cell"] + f" {BELOW_INIT}"
+    # a row in which any run collapsed carries a mark on every number, whichever columns are shown
+    coll = aggregate(df[(df["eval"] == "train") & (df["metric"] == "collapsed")], keys)
+    hit = {tuple(r[k] for k in keys) for _, r in coll.iterrows() if r["mean"] > 0}
+    for i, r in agg.iterrows():
+        if tuple(r[k] for k in keys) in hit and metric(r["column"]).kind != "bool" and "@init" not in r["column"]:
+            agg.at[i, "cell"] = agg.at[i, "cell"] + f" {COLLAPSED}"
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
     value_cols = [c for c in cols if c in wide.columns]
@@ -180,7 +187,8 @@ def to_latex(table: pd.DataFrame, caption: str = "", keys: list[str] | None = No
     caption = ". ".join(p for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed"
                                     if keys else "") if p)
     parts = [values[i:i + max_value_columns] for i in range(0, len(values), max_value_columns)] or [[]]
-    math = lambda s: str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$")
+    math = lambda s: str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$").replace(
+        COLLAPSED, r"\dag")
     out = []
     for i, cols in enumerate(parts):
         part = table[shown + cols].rename(columns=_header)
@@ -280,6 +288,8 @@ def report_command(overrides: list[str]) -> int:
         print(f"rows also differ in: {', '.join(extra)}")
     if table.astype(str).apply(lambda c: c.str.contains(BELOW_INIT)).any().any():
         print(f"{BELOW_INIT}: below the same row at random initialisation (training made it worse)")
+    if table.astype(str).apply(lambda c: c.str.contains(COLLAPSED)).any().any():
+        print(f"{COLLAPSED}: a run of this row collapsed (train/collapsed; see its train.jsonl)")
     for line in sources:
         print(line)
     print("\nwrote " + ", ".join(map(str, paths)))
