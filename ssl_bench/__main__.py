@@ -47,7 +47,7 @@ def cmd_run(overrides: list[str]) -> int:
         print(f"job {job.job_id} {'done' if rc == 0 else 'failed'}: {run.path}")
         if rc:
             return rc
-        from ssl_bench.engine.train import RunResult
+        from ssl_bench.engine.setup import RunResult
 
         result = RunResult(run, run.read_metrics())
     else:
@@ -82,7 +82,7 @@ def cmd_run(overrides: list[str]) -> int:
 
 
 def cmd_eval(overrides: list[str]) -> int:
-    from ssl_bench.engine.train import evaluate_run
+    from ssl_bench.engine.evaluation import evaluate_run
     from ssl_bench.engine.weights import evaluate_weights
 
     runs = [o.split("=", 1)[1] for o in overrides if o.startswith("run=")]
@@ -116,7 +116,7 @@ def cmd_export(overrides: list[str]) -> int:
 def cmd_config(overrides: list[str]) -> int:
     """The fully resolved config (recipe, derived crop sizes, CLI overrides) as YAML."""
     from ssl_bench.config import build_config, to_yaml
-    from ssl_bench.engine.train import resolve
+    from ssl_bench.engine.setup import resolve
 
     print(to_yaml(resolve(build_config(overrides))), end="")
     return 0

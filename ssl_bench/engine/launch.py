@@ -40,7 +40,7 @@ def run_local_ddp(cfg: RunConfig):
     """Spawn ``cfg.nproc`` processes; returns the run's RunResult (metrics from rank 0's files)."""
     import torch.multiprocessing as mp
 
-    from ssl_bench.engine.train import RunResult
+    from ssl_bench.engine.setup import RunResult
     from ssl_bench.slurm.submit import fresh_run_dir
 
     cfg = fresh_run_dir(cfg)

@@ -42,7 +42,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
 
     from ssl_bench.config import load_config
     from ssl_bench.engine.checkpoint import load_checkpoint
-    from ssl_bench.engine.train import build_method
+    from ssl_bench.engine.setup import build_method
     from ssl_bench.results import RunDir
 
     if fmt not in FORMATS:
@@ -168,7 +168,8 @@ def evaluate_weights(overrides: list[str]):
     """``eval weights=FILE ...``: score the file's backbone and the same backbone at random init."""
     from ssl_bench.config import build_config, to_yaml
     from ssl_bench.data.datasets import run_datasets
-    from ssl_bench.engine.train import RunResult, Trainer, build_method
+    from ssl_bench.engine.evaluation import evaluate, evaluate_baseline
+    from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
     from ssl_bench.registry import EVALS
     from ssl_bench.results import RunDir, new_run_id
 
@@ -185,8 +186,8 @@ def evaluate_weights(overrides: list[str]):
     cfg = replace(cfg, weights=str(Path(path).resolve()))
     for name in cfg.eval.evals:
         EVALS.get(name)
-    trainer = Trainer(cfg)
-    cfg = trainer.cfg
+    cfg = prepare_process(cfg)
+    device = pick_device(cfg.device)
     encoder = build_method(cfg).encoder()
     load_into(encoder, state, path)
     splits = run_datasets(cfg)
@@ -196,9 +197,9 @@ def evaluate_weights(overrides: list[str]):
     try:
         with run.lock():
             run.write_config(to_yaml(cfg))
-            rows = trainer.evaluate(encoder.to(trainer.device), splits, cfg.eval.evals, write=run.write_metrics)
+            rows = evaluate(cfg, device, encoder.to(device), splits, cfg.eval.evals, write=run.write_metrics)
             if cfg.eval.baseline:
-                rows += trainer.evaluate_baseline(splits, cfg.eval.evals, write=run.write_metrics)
+                rows += evaluate_baseline(cfg, device, splits, cfg.eval.evals, write=run.write_metrics)
     except BaseException:
         import shutil
 

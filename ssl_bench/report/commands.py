@@ -33,7 +33,7 @@ def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: s
     from ssl_bench.data.datasets import run_datasets
     from ssl_bench.data.masks import MaskPairs, square_resize
     from ssl_bench.engine.checkpoint import load_checkpoint
-    from ssl_bench.engine.train import build_method
+    from ssl_bench.engine.setup import build_method
     from ssl_bench.results import RunDir
 
     run = RunDir(run_dir)
