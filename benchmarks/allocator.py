@@ -11,6 +11,7 @@ faults; the process's peak RSS. Reported: the median step time of each side, the
 ratios, faults per step. Writes ``results/benchmarks/allocator.csv`` (temp file + rename) and ends with
 ``keep_cpu_memory on/off = R.RRx``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def one(a, over: list[str]) -> dict:
     import torch
-
     from bench import Suite, bench_overrides, load_images
+
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import resolve
 
@@ -48,8 +49,12 @@ def one(a, over: list[str]) -> dict:
         suite.run(1)
         times.append(time.perf_counter() - t)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    return {"method": method, "step_s": statistics.median(times), "faults_per_step": statistics.median(faults),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "method": method,
+        "step_s": statistics.median(times),
+        "faults_per_step": statistics.median(faults),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -67,23 +72,45 @@ def main() -> None:
     res: dict[bool, list[dict]] = {False: [], True: []}
     for r in range(a.rounds):
         for keep in (False, True):
-            cmd = [sys.executable, __file__, "--one", *a.overrides, f"keep_cpu_memory={str(keep).lower()}",
-                   "--steps", str(a.steps), "--warmup", str(a.warmup), "--images", str(a.images)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                *a.overrides,
+                f"keep_cpu_memory={str(keep).lower()}",
+                "--steps",
+                str(a.steps),
+                "--warmup",
+                str(a.warmup),
+                "--images",
+                str(a.images),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if out.returncode or line is None:
                 raise SystemExit(f"benchmark subprocess failed:\n{out.stderr[-2000:]}")
-            res[keep].append(json.loads(line[len("RESULT "):]))
+            res[keep].append(json.loads(line[len("RESULT ") :]))
             x = res[keep][-1]
-            print(f"round {r + 1} keep_cpu_memory={keep}: {x['step_s']:.2f} s/step, "
-                  f"{x['faults_per_step']:.0f} faults/step, peak RSS {x['peak_rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"round {r + 1} keep_cpu_memory={keep}: {x['step_s']:.2f} s/step, "
+                f"{x['faults_per_step']:.0f} faults/step, peak RSS {x['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
     ratio = statistics.median(off["step_s"] / on["step_s"] for off, on in zip(res[False], res[True]))
-    rows = [{"method": res[True][0]["method"], "keep_cpu_memory": str(keep).lower(),
-             "step_s": statistics.median(x["step_s"] for x in res[keep]),
-             "faults_per_step": statistics.median(x["faults_per_step"] for x in res[keep]),
-             "peak_rss_mib": max(x["peak_rss_mib"] for x in res[keep]),
-             "speedup_on_over_off": ratio, "rounds": a.rounds, "steps": a.steps,
-             "config": " ".join(a.overrides) or "-"} for keep in (False, True)]
+    rows = [
+        {
+            "method": res[True][0]["method"],
+            "keep_cpu_memory": str(keep).lower(),
+            "step_s": statistics.median(x["step_s"] for x in res[keep]),
+            "faults_per_step": statistics.median(x["faults_per_step"] for x in res[keep]),
+            "peak_rss_mib": max(x["peak_rss_mib"] for x in res[keep]),
+            "speedup_on_over_off": ratio,
+            "rounds": a.rounds,
+            "steps": a.steps,
+            "config": " ".join(a.overrides) or "-",
+        }
+        for keep in (False, True)
+    ]
     write_csv(ROOT / "results" / "benchmarks" / "allocator.csv", rows, replace_by=("method", "config"))
     print(f"keep_cpu_memory on/off = {ratio:.2f}x")
 

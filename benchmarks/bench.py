@@ -1,6 +1,7 @@
 """What every benchmark script shares: the issue's setting (DEFAULTS, bench_overrides), the images, the
 suite's side (the engine's own train step fed by the engine's own loader) and the timing helpers.
 The peer (each method written the plain lightly way) is in ``peer.py``."""
+
 from __future__ import annotations
 
 import sys
@@ -72,13 +73,17 @@ class Suite:
         self.trainer = Trainer(cfg)
         self.cfg = cfg = self.trainer.cfg
         if len(images) < cfg.optim.batch_size:
-            raise SystemExit(f"--images {len(images)} is fewer than one batch: give at least optim.batch_size={cfg.optim.batch_size}")
+            raise SystemExit(
+                f"--images {len(images)} is fewer than one batch: give at least optim.batch_size={cfg.optim.batch_size}"
+            )
         dev = self.trainer.device
         self.splits = DataSplits(ListDataset(images, [0] * len(images)), ListDataset(images[:1], [0]), 10, MEAN, STD)
         self.method = build_method(cfg).to(dev)
         self.method.train()
         self.spe = len(images) // cfg.optim.batch_size
-        self.step_fn = make_train_step(cfg, self.method, make_optimizer(cfg.optim, self.method), self.spe, dev, (MEAN, STD))
+        self.step_fn = make_train_step(
+            cfg, self.method, make_optimizer(cfg.optim, self.method), self.spe, dev, (MEAN, STD)
+        )
         # as the engine does: one loader for the whole run, workers started once
         self.batches = iter(self.trainer.training_batches(self.splits, 0, 0, 10**6))
         self.step = 0

@@ -1,5 +1,6 @@
 """What the benchmark scripts share without importing torch: CSV output (temp file + rename, floats to 4
 significant digits) and the check of their count arguments."""
+
 from __future__ import annotations
 
 import csv

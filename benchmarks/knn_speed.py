@@ -4,6 +4,7 @@
 
 Writes results/benchmarks/knn_speed.csv (median of the repeats) and prints one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csvout import at_least  # noqa: E402
+
 from ssl_bench.atomic import write_text  # noqa: E402
 from ssl_bench.evals.knn import knn_accuracy  # noqa: E402
 
@@ -41,9 +43,12 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     out = Path("results/benchmarks/knn_speed.csv")
-    write_text(out, "machine,threads,bank,queries,dim,ks,median_s\n"
-               f"{platform.machine()}-{os.cpu_count()}cpu,{torch.get_num_threads()},{a.bank},{a.queries},{a.dim},"
-               f"10|20|100|200,{med:.3f}\n")
+    write_text(
+        out,
+        "machine,threads,bank,queries,dim,ks,median_s\n"
+        f"{platform.machine()}-{os.cpu_count()}cpu,{torch.get_num_threads()},{a.bank},{a.queries},{a.dim},"
+        f"10|20|100|200,{med:.3f}\n",
+    )
     print(f"knn {a.queries} queries x {a.bank} bank (dim {a.dim}, k=10/20/100/200): {med:.2f} s median of {a.repeats}")
 
 

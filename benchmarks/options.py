@@ -10,6 +10,7 @@ suite; the first warm-up steps (where ``torch.compile`` compiles) are not timed.
 ``results/benchmarks/options.csv`` (or ``--out``; temp file + rename) and ends with one line per option:
 ``OPTION on/off = R.RRx`` (median of per-round ratios).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csvout import at_least, write_csv  # noqa: E402
 from bench import ROOT, Suite, bench_overrides, load_images, timed  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 
 OPTIONS = "compile=true;precision=bf16;data.normalize_on_device=true;data.augment=device"
 
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", default="options.csv", help="file name under results/benchmarks/")
     a = p.parse_args()
     method, base = bench_overrides(a.overrides)
-    over = base[base.index(f"method={method}") + 1:]  # the overrides, with the method's local crops
+    over = base[base.index(f"method={method}") + 1 :]  # the overrides, with the method's local crops
     images = load_images(a.images)
     rows = []
     for option in [o.strip() for o in a.options.split(";") if o.strip()]:
@@ -56,9 +57,15 @@ def main() -> None:
             r_off.append(timed(off, a.steps))
             r_on.append(timed(on, a.steps))
         ratio = statistics.median(x / y for x, y in zip(r_on, r_off))
-        row = {"method": method, "option": option, "base": " ".join(over) or "-",
-               "off_img_s": statistics.median(r_off), "on_img_s": statistics.median(r_on), "ratio": ratio,
-               "threads": torch.get_num_threads()}
+        row = {
+            "method": method,
+            "option": option,
+            "base": " ".join(over) or "-",
+            "off_img_s": statistics.median(r_off),
+            "on_img_s": statistics.median(r_on),
+            "ratio": ratio,
+            "threads": torch.get_num_threads(),
+        }
         rows.append(row)
         print(f"{option}: on {row['on_img_s']:.1f} img/s, off {row['off_img_s']:.1f} img/s", flush=True)
         del off, on

@@ -1,13 +1,14 @@
 """The peer loop: each method written the way lightly's documentation shows it (lightly's transform,
 heads and loss, ``update_momentum``, AdamW, a DataLoader of the transform, one forward per crop), on the
 suite's backbone with the same config."""
+
 from __future__ import annotations
 
 import copy
 
 import torch
-
 from bench import MEAN, METHODS, STD, ImageList, endless  # noqa: E402  (benchmarks/ is on sys.path)
+
 
 def lightly_transform(cfg):
     from lightly import transforms as LT
@@ -16,23 +17,41 @@ def lightly_transform(cfg):
     blur = 0.5 if d.blur else 0.0
     norm = {"mean": list(MEAN), "std": list(STD)}
     if name in ("dino",):
-        return LT.DINOTransform(global_crop_size=d.global_size, global_crop_scale=tuple(d.global_scale),
-                                local_crop_size=d.local_size, local_crop_scale=tuple(d.local_scale),
-                                n_local_views=d.n_local, gaussian_blur=(1.0, 0.1, 0.5) if d.blur else (0.0, 0.0, 0.0),
-                                solarization_prob=0.2 if d.solarize else 0.0, normalize=norm)
+        return LT.DINOTransform(
+            global_crop_size=d.global_size,
+            global_crop_scale=tuple(d.global_scale),
+            local_crop_size=d.local_size,
+            local_crop_scale=tuple(d.local_scale),
+            n_local_views=d.n_local,
+            gaussian_blur=(1.0, 0.1, 0.5) if d.blur else (0.0, 0.0, 0.0),
+            solarization_prob=0.2 if d.solarize else 0.0,
+            normalize=norm,
+        )
     if name == "swav":
-        return LT.SwaVTransform(crop_sizes=(d.global_size, d.local_size), crop_counts=(2, d.n_local),
-                                crop_min_scales=(d.global_scale[0], d.local_scale[0]),
-                                crop_max_scales=(d.global_scale[1], d.local_scale[1]), gaussian_blur=blur, normalize=norm)
+        return LT.SwaVTransform(
+            crop_sizes=(d.global_size, d.local_size),
+            crop_counts=(2, d.n_local),
+            crop_min_scales=(d.global_scale[0], d.local_scale[0]),
+            crop_max_scales=(d.global_scale[1], d.local_scale[1]),
+            gaussian_blur=blur,
+            normalize=norm,
+        )
     if name == "byol":
-        v1 = LT.BYOLView1Transform(input_size=d.global_size, min_scale=d.global_scale[0],
-                                   gaussian_blur=1.0 if d.blur else 0.0, normalize=norm)
-        v2 = LT.BYOLView2Transform(input_size=d.global_size, min_scale=d.global_scale[0],
-                                   gaussian_blur=0.1 if d.blur else 0.0, solarization_prob=0.2 if d.solarize else 0.0,
-                                   normalize=norm)
+        v1 = LT.BYOLView1Transform(
+            input_size=d.global_size, min_scale=d.global_scale[0], gaussian_blur=1.0 if d.blur else 0.0, normalize=norm
+        )
+        v2 = LT.BYOLView2Transform(
+            input_size=d.global_size,
+            min_scale=d.global_scale[0],
+            gaussian_blur=0.1 if d.blur else 0.0,
+            solarization_prob=0.2 if d.solarize else 0.0,
+            normalize=norm,
+        )
         return LT.BYOLTransform(view_1_transform=v1, view_2_transform=v2)
     if name == "moco":
-        return LT.MoCoV2Transform(input_size=d.global_size, min_scale=d.global_scale[0], gaussian_blur=blur, normalize=norm)
+        return LT.MoCoV2Transform(
+            input_size=d.global_size, min_scale=d.global_scale[0], gaussian_blur=blur, normalize=norm
+        )
     return LT.SimCLRTransform(input_size=d.global_size, min_scale=d.global_scale[0], gaussian_blur=blur, normalize=norm)
 
 
@@ -54,13 +73,23 @@ class Peer:
         self.name = name
         nn = torch.nn
         if name == "dino":
-            self.student = nn.Sequential(bb, LM.DINOProjectionHead(dim, m.hidden_dim, m.bottleneck_dim, m.out_dim,
-                                                                   batch_norm=m.use_bn_in_head, freeze_last_layer=1))
-            self.teacher = nn.Sequential(copy.deepcopy(bb), LM.DINOProjectionHead(dim, m.hidden_dim, m.bottleneck_dim,
-                                                                                  m.out_dim, batch_norm=m.use_bn_in_head))
+            self.student = nn.Sequential(
+                bb,
+                LM.DINOProjectionHead(
+                    dim, m.hidden_dim, m.bottleneck_dim, m.out_dim, batch_norm=m.use_bn_in_head, freeze_last_layer=1
+                ),
+            )
+            self.teacher = nn.Sequential(
+                copy.deepcopy(bb),
+                LM.DINOProjectionHead(dim, m.hidden_dim, m.bottleneck_dim, m.out_dim, batch_norm=m.use_bn_in_head),
+            )
             self.teacher.load_state_dict(self.student.state_dict())
-            self.criterion = LL.DINOLoss(output_dim=m.out_dim, teacher_temp=m.teacher_temp, student_temp=m.student_temp,
-                                         center_momentum=m.center_momentum)
+            self.criterion = LL.DINOLoss(
+                output_dim=m.out_dim,
+                teacher_temp=m.teacher_temp,
+                student_temp=m.student_temp,
+                center_momentum=m.center_momentum,
+            )
             online, self.pairs = self.student, [(self.student, self.teacher)]
         elif name == "simclr":
             online = nn.Sequential(bb, LM.SimCLRProjectionHead(dim, m.hidden_dim, m.out_dim))
@@ -83,8 +112,14 @@ class Peer:
             self.proj = nn.Sequential(bb, LM.SwaVProjectionHead(dim, m.hidden_dim, m.out_dim))
             self.prototypes = LM.SwaVPrototypes(m.out_dim, m.n_prototypes, n_steps_frozen_prototypes=0)
             online = nn.ModuleList([self.proj, self.prototypes])
-            self.criterion, self.pairs = LL.SwaVLoss(temperature=m.temperature, sinkhorn_iterations=m.sinkhorn_iterations,
-                                                     sinkhorn_epsilon=m.sinkhorn_epsilon), []
+            self.criterion, self.pairs = (
+                LL.SwaVLoss(
+                    temperature=m.temperature,
+                    sinkhorn_iterations=m.sinkhorn_iterations,
+                    sinkhorn_epsilon=m.sinkhorn_epsilon,
+                ),
+                [],
+            )
         else:
             raise SystemExit(f"no peer loop for method {name!r}; peers exist for {', '.join(METHODS)}")
         self.online = online.to(self.dev)
@@ -100,8 +135,9 @@ class Peer:
 
         def next_loader():
             self.epoch += 1
-            return torch.utils.data.DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
-                                               num_workers=cfg.data.num_workers)
+            return torch.utils.data.DataLoader(
+                ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers
+            )
 
         self.batches = endless(next_loader)
 

@@ -15,6 +15,7 @@ Settings as ``benchmarks/throughput.py`` (ViT-tiny/4 12 blocks, 32 px, batch 128
 
 Writes ``results/benchmarks/step_split.csv`` (one set of rows per method and config, temp file + rename).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csvout import at_least, write_csv  # noqa: E402
 from bench import MEAN, STD, Suite, bench_overrides, load_images, sync  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 from peer import Peer  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_split.csv"
@@ -36,7 +37,8 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "step_spl
 
 def profile(suite, n: int) -> None:
     """torch.profiler over n steps of the suite's full loop: where host and device time go."""
-    from torch.profiler import ProfilerActivity, profile as prof
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     suite.run(1)
@@ -48,7 +50,10 @@ def profile(suite, n: int) -> None:
     wall = time.perf_counter() - t
     key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     print(p.key_averages().table(sort_by=key, row_limit=18), flush=True)
-    print(f"profile: {n} steps in {wall:.3f} s wall ({n * suite.cfg.optim.batch_size / wall:.1f} img/s under the profiler)")
+    print(
+        f"profile: {n} steps in {wall:.3f} s wall "
+        f"({n * suite.cfg.optim.batch_size / wall:.1f} img/s under the profiler)"
+    )
 
 
 def main() -> None:
@@ -100,8 +105,10 @@ def main() -> None:
     def peer_loader():
         next(peer.batches)
 
-    groups = {"compute": [("suite", suite_step), ("suite_per_crop", suite_per_crop), ("peer", peer_step)],
-              "loader": [("suite", suite_loader), ("peer", peer_loader)]}
+    groups = {
+        "compute": [("suite", suite_step), ("suite_per_crop", suite_per_crop), ("peer", peer_step)],
+        "loader": [("suite", suite_loader), ("peer", peer_loader)],
+    }
     if cfg.data.augment == "device":  # the crops drawn on the device, alone (not in "compute" above)
         from ssl_bench.engine.train import device_augmenter
 
@@ -116,7 +123,7 @@ def main() -> None:
             f()  # warm-up
         rates: dict[str, list[float]] = {n: [] for n, _ in fs}
         for r in range(a.rounds):
-            order = fs[r % len(fs):] + fs[:r % len(fs)]
+            order = fs[r % len(fs) :] + fs[: r % len(fs)]
             for name, f in order:
                 sync()
                 t = time.perf_counter()
@@ -127,11 +134,25 @@ def main() -> None:
             print(f"{part} round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.1f}" for n, _ in fs), flush=True)
         for name, _ in fs:
             ratio = statistics.median(x / y for x, y in zip(rates[name], rates["peer"]))
-            rows.append({"method": method, "part": part, "variant": name, "images_per_s": statistics.median(rates[name]),
-                         "min": min(rates[name]), "max": max(rates[name]), "ratio_to_peer": ratio,
-                         "rounds": a.rounds, "steps": a.steps, "config": " ".join(a.overrides)})
-            print(f"{method} {part} {name}: {rows[-1]['images_per_s']:.1f} img/s (median of {a.rounds}), "
-                  f"/peer = {ratio:.2f}x", flush=True)
+            rows.append(
+                {
+                    "method": method,
+                    "part": part,
+                    "variant": name,
+                    "images_per_s": statistics.median(rates[name]),
+                    "min": min(rates[name]),
+                    "max": max(rates[name]),
+                    "ratio_to_peer": ratio,
+                    "rounds": a.rounds,
+                    "steps": a.steps,
+                    "config": " ".join(a.overrides),
+                }
+            )
+            print(
+                f"{method} {part} {name}: {rows[-1]['images_per_s']:.1f} img/s (median of {a.rounds}), "
+                f"/peer = {ratio:.2f}x",
+                flush=True,
+            )
     write_csv(Path(a.out), rows, replace_by=("method", "config"))
 
 

@@ -23,6 +23,7 @@ Writes ``results/benchmarks/throughput.csv`` (or ``--out``; the overrides in its
 ``results/benchmarks/loader.csv`` (``<out>_loader.csv`` with ``--out``; temp file + rename)
 and ends with one line per method: ``METHOD suite/peer = R.RRx``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,18 @@ import time
 from pathlib import Path
 
 import torch
-
-from bench import (MEAN, METHODS, ROOT, STD, Suite, bench_overrides, defaults,  # noqa: E402  (benchmarks/ is on
-                   endless, load_images, timed)                                  # sys.path when run as a script)
+from bench import (  # noqa: E402  (benchmarks/ is on
+    MEAN,
+    METHODS,
+    ROOT,
+    STD,
+    Suite,
+    bench_overrides,
+    defaults,
+    endless,  # sys.path when run as a script)
+    load_images,
+    timed,
+)
 from csvout import at_least, write_csv  # noqa: E402
 from peer import Peer  # noqa: E402
 
@@ -92,14 +102,25 @@ def one_method(args, overrides: list[str]) -> dict:
         s_rates.append(timed(suite, args.steps))
         p_rates.append(timed(peer, args.steps))
     ratios = [s / p for s, p in zip(s_rates, p_rates)]
-    mem = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"method": cfg.method.name, "backbone": f"{cfg.backbone.name}/{cfg.backbone.patch_size} depth {cfg.backbone.depth}",
-            "crops": f"{cfg.data.n_global}x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
-            "batch": cfg.optim.batch_size, "precision": cfg.precision, "threads": torch.get_num_threads(),
-            "suite_img_s": statistics.median(s_rates), "peer_img_s": statistics.median(p_rates),
-            "ratio": statistics.median(ratios), "gflops_per_img": fpi / 1e9,
-            "suite_gflop_s": fpi * statistics.median(s_rates) / 1e9, "peak_mem_mib": mem}
+    mem = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "method": cfg.method.name,
+        "backbone": f"{cfg.backbone.name}/{cfg.backbone.patch_size} depth {cfg.backbone.depth}",
+        "crops": f"{cfg.data.n_global}x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
+        "batch": cfg.optim.batch_size,
+        "precision": cfg.precision,
+        "threads": torch.get_num_threads(),
+        "suite_img_s": statistics.median(s_rates),
+        "peer_img_s": statistics.median(p_rates),
+        "ratio": statistics.median(ratios),
+        "gflops_per_img": fpi / 1e9,
+        "suite_gflop_s": fpi * statistics.median(s_rates) / 1e9,
+        "peak_mem_mib": mem,
+    }
 
 
 def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int = 6) -> list[dict]:
@@ -117,8 +138,14 @@ def loader_speed(cfg_over: list[str], workers: list[int], images, batches: int =
         for _ in range(batches):
             next(it)
         rate = batches * tr.cfg.optim.batch_size / (time.perf_counter() - t)
-        rows.append({"workers": w, "crops": f"{tr.cfg.data.n_global}x{tr.cfg.data.global_size}+{tr.cfg.data.n_local}x{tr.cfg.data.local_size}",
-                     "images_per_s": rate})
+        rows.append(
+            {
+                "workers": w,
+                "crops": f"{tr.cfg.data.n_global}x{tr.cfg.data.global_size}"
+                f"+{tr.cfg.data.n_local}x{tr.cfg.data.local_size}",
+                "images_per_s": rate,
+            }
+        )
     return rows
 
 
@@ -140,33 +167,62 @@ def main() -> None:
         print("RESULT " + json.dumps(one_method(a, bench_overrides(a.overrides)[1])))
         return
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    print(f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    print(
+        f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
+        f"({torch.get_num_threads()} threads)"
+    )
     rows = []
     for m in methods:
-        cmd = [sys.executable, __file__, "--one", f"method={m}", *over, "--rounds", str(a.rounds),
-               "--steps", str(a.steps), "--warmup", str(a.warmup), "--images", str(a.images)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            f"method={m}",
+            *over,
+            "--rounds",
+            str(a.rounds),
+            "--steps",
+            str(a.steps),
+            "--warmup",
+            str(a.warmup),
+            "--images",
+            str(a.images),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
         if res.returncode or line is None:
             raise SystemExit(f"{m}: benchmark subprocess failed:\n{res.stderr[-2000:]}")
-        r = json.loads(line[len("RESULT "):])
+        r = json.loads(line[len("RESULT ") :])
         peak = peak16 if r["precision"] == "bf16" else peak32
         r["peak_fraction"] = r["suite_gflop_s"] * 1e9 / peak
-        r["machine"] = f"{platform.machine()}-{os.cpu_count()}cpu" + (f"-{torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+        r["machine"] = f"{platform.machine()}-{os.cpu_count()}cpu" + (
+            f"-{torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+        )
         r["matmul_peak_gflop_s"] = peak / 1e9
         rows.append(r)
-        print(f"{m}: suite {r['suite_img_s']:.1f} img/s, peer {r['peer_img_s']:.1f} img/s, {r['gflops_per_img']:.2f} GFLOP/img, "
-              f"{r['peak_fraction']:.0%} of matmul peak, peak memory {r['peak_mem_mib']:.0f} MiB", flush=True)
+        print(
+            f"{m}: suite {r['suite_img_s']:.1f} img/s, peer {r['peer_img_s']:.1f} img/s, "
+            f"{r['gflops_per_img']:.2f} GFLOP/img, "
+            f"{r['peak_fraction']:.0%} of matmul peak, peak memory {r['peak_mem_mib']:.0f} MiB",
+            flush=True,
+        )
     out = ROOT / "results" / "benchmarks"
     for r in rows:
         r["config"] = " ".join(over)
     write_csv(out / a.out, rows)
     if not a.no_loader:
-        lrows = loader_speed(defaults(over) + ["method=dino", "data.n_local=6", *over], [int(w) for w in a.workers.split(",")],
-                             load_images(a.images))
+        lrows = loader_speed(
+            defaults(over) + ["method=dino", "data.n_local=6", *over],
+            [int(w) for w in a.workers.split(",")],
+            load_images(a.images),
+        )
         # the default run owns loader.csv; a run with its own --out keeps its loader rows beside it
-        write_csv(out / "loader.csv" if a.out == "throughput.csv" else (out / a.out).with_name(f"{Path(a.out).stem}_loader.csv"),
-                  lrows)
+        write_csv(
+            out / "loader.csv"
+            if a.out == "throughput.csv"
+            else (out / a.out).with_name(f"{Path(a.out).stem}_loader.csv"),
+            lrows,
+        )
         for r in lrows:
             print(f"loader alone, {r['workers']} workers ({r['crops']}): {r['images_per_s']:.1f} images/s")
     for r in rows:

@@ -12,21 +12,22 @@ next, so drift and other load hit both alike), until its cumulative training tim
 ``results/benchmarks/time_to_accuracy.csv`` (rows of other methods and configs kept; the overrides in its
 ``config`` column).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
-from dataclasses import replace
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csvout import at_least, write_csv  # noqa: E402
 from bench import CIFAR, ROOT, Suite, bench_overrides  # noqa: E402
+from csvout import at_least, write_csv  # noqa: E402
 from peer import Peer  # noqa: E402
 
 
@@ -67,10 +68,14 @@ def budgets(text: str) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--budgets", type=budgets, default="300,900", help="cumulative training seconds at which to evaluate")
+    p.add_argument(
+        "--budgets", type=budgets, default="300,900", help="cumulative training seconds at which to evaluate"
+    )
     p.add_argument("--queries", type=at_least(10), default=2000)
     p.add_argument("--slice", type=at_least(1), default=5, help="steps between clock checks")
-    p.add_argument("--per-class", type=at_least(1), default=1000, help="pre-training / bank images per class (protocol: 1000)")
+    p.add_argument(
+        "--per-class", type=at_least(1), default=1000, help="pre-training / bank images per class (protocol: 1000)"
+    )
     a = p.parse_args()
     if not (CIFAR / "train").is_dir():
         raise SystemExit(f"needs CIFAR-10 as an ImageFolder tree at {CIFAR}")
@@ -83,11 +88,14 @@ def main() -> None:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     # read once: the pre-training images are the k-NN bank; every evaluation reuses both in memory
-    splits = build_datasets("cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class,
-                                               test_per_class=a.queries // 10))
+    splits = build_datasets(
+        "cifar10", replace(cfg.data, root=str(CIFAR), train_per_class=a.per_class, test_per_class=a.queries // 10)
+    )
     bank, queries = (ListDataset([s[i][0] for i in range(len(s))], targets_of(s)) for s in (splits.train, splits.test))
     images = bank.images
-    evaluate = partial(knn_top1, bank=bank, queries=queries, size=cfg.data.global_size, mean=splits.mean, std=splits.std)
+    evaluate = partial(
+        knn_top1, bank=bank, queries=queries, size=cfg.data.global_size, mean=splits.mean, std=splits.std
+    )
     config = " ".join(a.overrides + [f"--per-class {a.per_class}", f"--queries {a.queries}"])
     rows = []
     # Both sides live in one process and train in alternating slices (whichever has had less training
@@ -98,8 +106,17 @@ def main() -> None:
     init = {}
     for label, side in sides.items():
         init[label] = evaluate(encoder_of(side))
-        rows.append({"side": label, "method": method, "budget_s": 0.0, "train_s": 0.0, "images": 0,
-                     "knn_top1": init[label], "config": config})
+        rows.append(
+            {
+                "side": label,
+                "method": method,
+                "budget_s": 0.0,
+                "train_s": 0.0,
+                "images": 0,
+                "knn_top1": init[label],
+                "config": config,
+            }
+        )
     for b in a.budgets:
         while min(spent.values()) < b:
             label = min(spent, key=spent.get)
@@ -109,10 +126,22 @@ def main() -> None:
             seen[label] += a.slice * cfg.optim.batch_size
         for label, side in sides.items():
             acc = evaluate(encoder_of(side))
-            rows.append({"side": label, "method": method, "budget_s": b, "train_s": spent[label],
-                         "images": seen[label], "knn_top1": acc, "config": config})
-            print(f"{label}: {spent[label]:.0f} s of training, {seen[label]} images, k-NN top-1 {acc:.4f} "
-                  f"(init {init[label]:.4f})", flush=True)
+            rows.append(
+                {
+                    "side": label,
+                    "method": method,
+                    "budget_s": b,
+                    "train_s": spent[label],
+                    "images": seen[label],
+                    "knn_top1": acc,
+                    "config": config,
+                }
+            )
+            print(
+                f"{label}: {spent[label]:.0f} s of training, {seen[label]} images, k-NN top-1 {acc:.4f} "
+                f"(init {init[label]:.4f})",
+                flush=True,
+            )
     write_csv(ROOT / "results" / "benchmarks" / "time_to_accuracy.csv", rows, replace_by=("method", "config"))
 
 

@@ -9,6 +9,7 @@ GRID.json maps a name to a list of overrides on top of the default preset, e.g.
 k-NN of the evaluated network, random init, the difference, first -> last loss, wall time (training and
 both evaluations), overrides.
 """
+
 import json
 import sys
 import time
@@ -30,8 +31,10 @@ def main() -> None:
             m = {(x["eval"], x["metric"]): x["value"] for x in res.metrics}
             log = res.run_dir.read_train_log()
             knn, init = m[("knn", "top1")], m[("knn@init", "top1")]
-            out.write(f"{name}\t{knn:.4f}\t{init:.4f}\t{knn - init:+.4f}\t{log[0]['loss']:.3f}->{log[-1]['loss']:.3f}\t"
-                      f"{time.time() - t:.0f}s\t{overrides}\n")
+            out.write(
+                f"{name}\t{knn:.4f}\t{init:.4f}\t{knn - init:+.4f}\t{log[0]['loss']:.3f}->{log[-1]['loss']:.3f}\t"
+                f"{time.time() - t:.0f}s\t{overrides}\n"
+            )
             out.flush()
 
 

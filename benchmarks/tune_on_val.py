@@ -8,6 +8,7 @@ batch 64, 3 epochs (overrides win), and is evaluated by k-NN on the next VAL_PER
 train images of each class. One tab-separated line per entry: the method's evaluated network, its
 online/student backbone, random init, first -> last loss, final diagnostics, wall time, overrides.
 """
+
 import json
 import sys
 import time
@@ -21,8 +22,17 @@ from ssl_bench.engine.checkpoint import load_checkpoint  # noqa: E402
 from ssl_bench.engine.train import Trainer, build_method, train  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-BASE = ["preset=cifar10-cpu", f"data.root={CIFAR}", "backbone.depth=2", "data.train_per_class=200",
-        "optim.batch_size=64", "optim.epochs=3", "progress=false", "seed=0", "eval.knn_k=[20]"]
+BASE = [
+    "preset=cifar10-cpu",
+    f"data.root={CIFAR}",
+    "backbone.depth=2",
+    "data.train_per_class=200",
+    "optim.batch_size=64",
+    "optim.epochs=3",
+    "progress=false",
+    "seed=0",
+    "eval.knn_k=[20]",
+]
 
 
 def main() -> None:
@@ -31,7 +41,9 @@ def main() -> None:
     with open(sys.argv[2], "a") as out:
         for name, overrides in grid.items():
             t = time.time()
-            cfg = build_config(BASE + [f"data.val_per_class={val}", *overrides, f"results_root=results/runs/tune/{name}"])
+            cfg = build_config(
+                BASE + [f"data.val_per_class={val}", *overrides, f"results_root=results/runs/tune/{name}"]
+            )
             res = train(cfg)
             m = {(x["eval"], x["metric"]): x["value"] for x in res.metrics}
             trainer = Trainer(replace(cfg, run_dir=str(res.run_dir.path)))
@@ -45,8 +57,10 @@ def main() -> None:
                 student = next(r["value"] for r in rows if r["metric"] == "top1")
             log = res.run_dir.read_train_log()
             diag = {k: round(v, 3) for k, v in log[-1].items() if "entropy" in k or k == "kl"}
-            out.write(f"{name}\t{m[('knn', 'top1')]:.4f}\t{student:.4f}\t{m[('knn@init', 'top1')]:.4f}\t"
-                      f"{log[0]['loss']:.3f}->{log[-1]['loss']:.3f}\t{diag}\t{time.time() - t:.0f}s\t{overrides}\n")
+            out.write(
+                f"{name}\t{m[('knn', 'top1')]:.4f}\t{student:.4f}\t{m[('knn@init', 'top1')]:.4f}\t"
+                f"{log[0]['loss']:.3f}->{log[-1]['loss']:.3f}\t{diag}\t{time.time() - t:.0f}s\t{overrides}\n"
+            )
             out.flush()
 
 

@@ -3,6 +3,7 @@ beside each field in the source). tests/test_docs.py fails when the committed pa
 
     python docs/make_config_reference.py
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,10 +61,14 @@ def reference() -> str:
     from ssl_bench import config as C
     from ssl_bench.registry import BACKBONES, METHODS
 
-    lines = ["# Configuration reference", "",
-             "Generated from the config dataclasses by `python docs/make_config_reference.py`; do not edit by hand.",
-             "Keys merge as schema defaults <- `configs/<preset>.yaml` <- `configs/recipes/<method>/<preset>.yaml` <- "
-             "`key=value` on the command line; `python -m ssl_bench config ...` prints the resolved result.", ""]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the config dataclasses by `python docs/make_config_reference.py`; do not edit by hand.",
+        "Keys merge as schema defaults <- `configs/<preset>.yaml` <- `configs/recipes/<method>/<preset>.yaml` <- "
+        "`key=value` on the command line; `python -m ssl_bench config ...` prints the resolved result.",
+        "",
+    ]
     _section("", C.RunConfig, lines)
     for reg, prefix in ((METHODS, "method"), (BACKBONES, "backbone")):
         seen = set()

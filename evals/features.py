@@ -1,4 +1,5 @@
 """Frozen-encoder feature extraction shared by the evaluations."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_bench.config import RunConfig
-from ssl_bench.errors import UserError
 from ssl_bench.data.datasets import DataSplits, EvalImage, TransformDataset, normalize_batch, targets_of
+from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,18 @@ class EvalContext:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, dataset, size: int, mean, std, device: torch.device,
-                     batch_size: int = 256, num_workers: int = 0, crop_fraction: float = 1.0,
-                     interpolation: str = "bilinear") -> tuple[Tensor, Tensor]:
+def extract_features(
+    encoder: nn.Module,
+    dataset,
+    size: int,
+    mean,
+    std,
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    crop_fraction: float = 1.0,
+    interpolation: str = "bilinear",
+) -> tuple[Tensor, Tensor]:
     """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode. Images travel
     as uint8 and are normalised per batch on ``device``."""
     was_training = encoder.training
@@ -48,14 +58,24 @@ def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor
         return ctx.cache[key]
     cfg = ctx.cfg
     size = cfg.data.global_size or cfg.backbone.img_size
-    args = (size, ctx.splits.mean, ctx.splits.std, ctx.device, cfg.eval.batch_size, cfg.data.num_workers,
-            cfg.eval.crop_fraction, cfg.eval.interpolation)
+    args = (
+        size,
+        ctx.splits.mean,
+        ctx.splits.std,
+        ctx.device,
+        cfg.eval.batch_size,
+        cfg.data.num_workers,
+        cfg.eval.crop_fraction,
+        cfg.eval.interpolation,
+    )
     xtr, ytr = extract_features(encoder, ctx.splits.bank, *args)
     xte, yte = extract_features(encoder, ctx.splits.test, *args)
     bad = int((~torch.isfinite(xtr)).any(1).sum() + (~torch.isfinite(xte)).any(1).sum())
     if bad:
-        raise UserError(f"the encoder's features hold NaN or inf for {bad} of {len(xtr) + len(xte)} images (its weights "
-                        "diverged); refusing to score them")
+        raise UserError(
+            f"the encoder's features hold NaN or inf for {bad} of {len(xtr) + len(xte)} images (its weights "
+            "diverged); refusing to score them"
+        )
     out = (xtr, ytr, xte, yte)
     if ctx.cache is not None:
         ctx.cache[key] = out

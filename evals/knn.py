@@ -1,17 +1,25 @@
 """Weighted k-NN classifier on L2-normalised frozen features (Wu et al. 2018; DINO's eval_knn.py)."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.registry import register_eval
 from ssl_bench.evals.features import EvalContext, split_features
+from ssl_bench.registry import register_eval
 
 
 @torch.no_grad()
-def knn_predict_scores(train_x: Tensor, train_y: Tensor, test_x: Tensor, ks: list[int], temperature: float = 0.07,
-                       num_classes: int | None = None, chunk: int = 1024) -> dict[int, Tensor]:
+def knn_predict_scores(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    ks: list[int],
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> dict[int, Tensor]:
     """Class scores (Q, C) for each k: sum over the k nearest bank items of exp(cos / T), by label."""
     train_x = F.normalize(train_x.float(), dim=1)
     test_x = F.normalize(test_x.float(), dim=1)
@@ -32,8 +40,9 @@ def knn_predict_scores(train_x: Tensor, train_y: Tensor, test_x: Tensor, ks: lis
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, ks: list[int],
-                 temperature: float = 0.07) -> dict[int, dict[str, float]]:
+def knn_accuracy(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, ks: list[int], temperature: float = 0.07
+) -> dict[int, dict[str, float]]:
     """Top-1 and top-5 accuracy of the weighted k-NN vote for each k."""
     c = int(max(train_y.max(), test_y.max())) + 1
     res = {}
@@ -52,7 +61,9 @@ def knn_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     xtr, ytr, xte, yte = split_features(encoder, ctx)
     ks = sorted(set(ctx.cfg.eval.knn_k) | {20})
     res = knn_accuracy(xtr, ytr, xte, yte, ks, ctx.cfg.eval.knn_temperature)
-    rows = [{"eval": "knn", "metric": "top1", "value": res[20]["top1"]},
-            {"eval": "knn", "metric": "top5", "value": res[20]["top5"]}]
+    rows = [
+        {"eval": "knn", "metric": "top1", "value": res[20]["top1"]},
+        {"eval": "knn", "metric": "top5", "value": res[20]["top5"]},
+    ]
     rows += [{"eval": "knn", "metric": f"top1_k{k}", "value": res[k]["top1"]} for k in ks]
     return rows

@@ -8,6 +8,7 @@ for choices. Augmented path (``eval.linear_augmented=true``): a linear layer tra
 (momentum 0.9, cosine LR, no weight decay) on random-resized-crop + flip inputs through the frozen
 encoder, as in DINO's paper-grade evaluation.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,9 @@ def _fit(c: float, x: np.ndarray, y: np.ndarray, init: LogisticRegression | None
     return clf
 
 
-def fit_linear_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
-                     c_grid: list[float], seed: int = 0) -> dict[str, float]:
+def fit_linear_probe(
+    xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, c_grid: list[float], seed: int = 0
+) -> dict[str, float]:
     """Choose C on a held-out 10% of train, refit on all of train, report test top-1/top-5."""
     scaler = StandardScaler().fit(xtr)
     xtr, xte = scaler.transform(xtr), scaler.transform(xte)
@@ -105,8 +107,15 @@ def probe_encoder(encoder: nn.Module, cfg) -> nn.Module:
 def _augmented_probe(encoder: nn.Module, ctx: EvalContext) -> dict[str, float]:
     cfg, dev = ctx.cfg, ctx.device
     size = cfg.data.global_size or cfg.backbone.img_size
-    aug = T.Compose([T.ToImage(), T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(),
-                     T.ToDtype(torch.float32, scale=True), T.Normalize(ctx.splits.mean, ctx.splits.std)])
+    aug = T.Compose(
+        [
+            T.ToImage(),
+            T.RandomResizedCrop(size, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(ctx.splits.mean, ctx.splits.std),
+        ]
+    )
     ds = TransformDataset(ctx.splits.bank, aug)
     n_cls = int(max(targets_of(ctx.splits.bank))) + 1
     head = nn.Linear(encoder.embed_dim, n_cls).to(dev)
@@ -114,8 +123,13 @@ def _augmented_probe(encoder: nn.Module, ctx: EvalContext) -> dict[str, float]:
     nn.init.zeros_(head.bias)
     bs = cfg.eval.batch_size
     opt = torch.optim.SGD(head.parameters(), lr=cfg.eval.linear_lr * bs / 256, momentum=0.9)
-    loader = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(
+        ds,
+        batch_size=bs,
+        shuffle=True,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.eval.linear_epochs * len(loader))
     encoder.eval()
     for epoch in range(cfg.eval.linear_epochs):
@@ -143,6 +157,7 @@ def linear_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
         res = _augmented_probe(encoder, ctx)
     else:
         xtr, ytr, xte, yte = split_features(encoder, ctx)
-        res = fit_linear_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), ctx.cfg.eval.linear_c_grid,
-                               ctx.cfg.seed)
+        res = fit_linear_probe(
+            xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), ctx.cfg.eval.linear_c_grid, ctx.cfg.seed
+        )
     return [{"eval": "linear", "metric": k, "value": float(v)} for k, v in res.items()]

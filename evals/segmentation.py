@@ -12,6 +12,7 @@ masks/, or ``voc`` for torchvision's PASCAL VOC 2012 val, any object = foregroun
    on the first ``eval.seg_train_fraction`` of the sorted pairs, evaluated on the rest; the patch
    prediction is upsampled to the mask and mIoU is the mean of foreground and background IoU.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,8 +77,11 @@ def attention_jaccard(encoder: nn.Module, pairs, size: int, mean, std, mass: flo
         avg_keep = attention_mass_mask(attn.mean(0), mass).reshape(h, h)
         avg.append(jaccard(_upsample(avg_keep, size), m))
     per_head_mean = np.mean(per_head, axis=0)
-    return {"jaccard_best_head": float(per_head_mean.max()), "jaccard_mean_heads": float(np.mean(avg)),
-            "best_head": float(per_head_mean.argmax())}
+    return {
+        "jaccard_best_head": float(per_head_mean.max()),
+        "jaccard_mean_heads": float(np.mean(avg)),
+        "best_head": float(per_head_mean.argmax()),
+    }
 
 
 @torch.no_grad()
@@ -135,7 +139,12 @@ def seg_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     if getattr(encoder, "is_vit", False):
         res = attention_jaccard(encoder, pairs, size, mean, std, cfg.eval.seg_mass, ctx.device)
         rows += [{"eval": "seg", "metric": k, "value": v} for k, v in res.items()]
-    rows.append({"eval": "seg", "metric": "patch_probe_miou",
-                 "value": linear_patch_miou(encoder, pairs, size, mean, std, cfg.eval.seg_train_fraction, ctx.device)})
+    rows.append(
+        {
+            "eval": "seg",
+            "metric": "patch_probe_miou",
+            "value": linear_patch_miou(encoder, pairs, size, mean, std, cfg.eval.seg_train_fraction, ctx.device),
+        }
+    )
     encoder.train(was)
     return rows

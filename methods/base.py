@@ -3,6 +3,7 @@
 The engine owns optimisers, devices, logging, checkpoints and distribution; a method only says how
 to turn a batch of views into a loss (plus what to EMA-update and which schedules it needs).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace

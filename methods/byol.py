@@ -1,4 +1,5 @@
 """BYOL (Grill et al., NeurIPS 2020, arXiv:2006.07733)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +9,18 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import Tensor, nn
 
+from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench import schedules as S
-from ssl_bench.methods.base import (BackboneHead, Method, StepState, make_target, multicrop_forward,
-                                    target_backbone_config)
+from ssl_bench.methods.base import (
+    BackboneHead,
+    Method,
+    StepState,
+    make_target,
+    multicrop_forward,
+    target_backbone_config,
+)
 from ssl_bench.registry import register_method
 
 

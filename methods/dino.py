@@ -1,4 +1,5 @@
 """DINO: self-distillation with no labels (Caron et al., ICCV 2021, arXiv:2104.14294)."""
+
 from __future__ import annotations
 
 import math
@@ -12,13 +13,19 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from torch import Tensor, nn
 
+from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench import schedules as S
+from ssl_bench.methods.base import (
+    BackboneHead,
+    Method,
+    StepState,
+    make_target,
+    multicrop_forward,
+    target_backbone_config,
+)
 from ssl_bench.registry import register_method
-from ssl_bench.methods.base import (BackboneHead, Method, StepState, make_target, multicrop_forward,
-                                    target_backbone_config)
 
 
 @dataclass

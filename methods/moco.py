@@ -3,6 +3,7 @@
 ``moco`` is v2 (``method.version=3`` switches to v3); ``moco_v3`` is the same class with v3 as its
 default, so each has recipes of its own (``configs/recipes/moco*/``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,13 +15,21 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
+from ssl_bench import dist as D
+from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench import dist as D
-from ssl_bench import schedules as S
-from ssl_bench.methods.base import (BackboneHead, Method, StepState, has_batchnorm, make_target, multicrop_forward,
-                                    ring_enqueue, target_backbone_config)
+from ssl_bench.methods.base import (
+    BackboneHead,
+    Method,
+    StepState,
+    has_batchnorm,
+    make_target,
+    multicrop_forward,
+    ring_enqueue,
+    target_backbone_config,
+)
 from ssl_bench.registry import register_method
 
 
@@ -93,8 +102,9 @@ def sincos_pos_embed_(vit: nn.Module, temperature: float = 10000.0) -> None:
     dim = vit.embed_dim
     if dim % 4:
         raise ValueError(f"a 2-D sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
-    grid_w, grid_h = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32),
-                                    indexing="ij")
+    grid_w, grid_h = torch.meshgrid(
+        torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij"
+    )
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     out_w, out_h = grid_w.flatten()[:, None] * omega, grid_h.flatten()[:, None] * omega
     pe = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)[None]

@@ -1,4 +1,5 @@
 """SimCLR (Chen et al., ICML 2020, arXiv:2002.05709)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

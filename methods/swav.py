@@ -1,4 +1,5 @@
 """SwAV (Caron et al., NeurIPS 2020, arXiv:2006.09882)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,11 +10,11 @@ from lightly.loss import SwaVLoss
 from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from torch import Tensor, nn
 
+from ssl_bench import dist as D
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench import dist as D
-from ssl_bench.methods.base import Method, ring_enqueue, StepState, multicrop_forward
+from ssl_bench.methods.base import Method, StepState, multicrop_forward, ring_enqueue
 from ssl_bench.registry import register_method
 
 
@@ -25,8 +26,9 @@ class SwAVConfig:
 
     Optional queue (the paper's small-batch fix, reference ``main_swav.py``: 3840 features, from
     epoch 15): ``queue_size=N`` keeps the last N global-crop projections per global view over all
-    processes (each of W processes holds N // W, as the reference's ``queue_length // world_size``); once full and from ``queue_start_epoch`` on, they join the batch in the
-    Sinkhorn step so the equipartition spans more samples than the batch holds."""
+    processes (each of W processes holds N // W, as the reference's ``queue_length // world_size``);
+    once full and from ``queue_start_epoch`` on, they join the batch in the Sinkhorn step so the
+    equipartition spans more samples than the batch holds."""
 
     name: str = "swav"
     hidden_dim: int = 2048
@@ -72,8 +74,12 @@ class SwAV(Method):
             self.register_buffer("queue", torch.zeros(2, self.queue_len, cfg.out_dim))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
             self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
-        self.criterion = SwaVLoss(temperature=cfg.temperature, sinkhorn_iterations=cfg.sinkhorn_iterations,
-                                  sinkhorn_epsilon=cfg.sinkhorn_epsilon, sinkhorn_gather_distributed=True)
+        self.criterion = SwaVLoss(
+            temperature=cfg.temperature,
+            sinkhorn_iterations=cfg.sinkhorn_iterations,
+            sinkhorn_epsilon=cfg.sinkhorn_epsilon,
+            sinkhorn_gather_distributed=True,
+        )
 
     def _embed(self, x: Tensor) -> Tensor:
         return F.normalize(self.projector(self.backbone(x)), dim=1)

@@ -1,5 +1,6 @@
 """``sweep`` and ``status``: a grid of runs as one SLURM job array (or sequentially with
 ``launcher=local``), a manifest per sweep, and the state of each member."""
+
 from __future__ import annotations
 
 import json
@@ -15,38 +16,28 @@ log = logging.getLogger(__name__)
 
 
 def sweep_command(args: list[str]) -> int:
-    from dataclasses import replace
-
     from ssl_bench.config import build_config
-    from ssl_bench.engine.train import train
-    from ssl_bench.slurm.submit import fresh_run_dir, submit_array
+    from ssl_bench.engine.launch import launch, plan
     from ssl_bench.sweep import expand_grid
 
     grid = expand_grid(args)
-    cfgs = [fresh_run_dir(build_config(g)) for g in grid]  # validate every member before submitting any
-    seen = set()
-    for i, c in enumerate(cfgs):  # same-second ids could collide: make each member's folder unique
-        if c.run_dir in seen:
-            cfgs[i] = replace(c, run_dir=f"{c.run_dir}-{i}")
-        seen.add(cfgs[i].run_dir)
+    cfgs = plan([build_config(g) for g in grid])  # validate every member before submitting any
     first = cfgs[0]
     sweep_id = new_run_id("sweep", first.method.name, first.dataset, first.seed)
     manifest_path = Path(first.results_root).parent / "sweeps" / f"{sweep_id}.json"
     manifest = {"sweep_id": sweep_id, "launcher": first.launcher, "created": time.time(), "members": []}
     if first.launcher == "slurm":
-        jobs = submit_array(cfgs, manifest_path.parent / sweep_id)
-        for g, (job, run) in zip(grid, jobs):
-            manifest["members"].append({"overrides": g, "run_dir": str(run.path), "job_id": str(job.job_id)})
+        jobs = launch(cfgs, array_folder=manifest_path.parent / sweep_id)
+        for g, started in zip(grid, jobs):
+            manifest["members"].append({"overrides": g, "run_dir": str(started.run.path), "job_id": started.job_id})
         write_json(manifest_path, manifest)
-        print(f"submitted {len(jobs)} runs as job array {str(jobs[0][0].job_id).split('_')[0]}")
+        print(f"submitted {len(jobs)} runs as job array {jobs[0].job_id.split('_')[0]}")
         print(f"sweep manifest: {manifest_path}\nstatus: python -m ssl_bench status {manifest_path}")
         return 0
     for g, c in zip(grid, cfgs):
         manifest["members"].append({"overrides": g, "run_dir": c.run_dir, "job_id": None})
-    write_json(manifest_path, manifest)
-    for i, c in enumerate(cfgs):
-        log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(grid[i]))
-        train(c)
+    write_json(manifest_path, manifest)  # before training: status can follow the sweep
+    launch(cfgs, on_start=lambda i, c: log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(grid[i])))
     print(f"sweep manifest: {manifest_path}")
     return 0
 
@@ -58,8 +49,14 @@ def member_state(run_dir: str, job_id: str | None) -> dict:
     try:
         return _member_state(run, job_id)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return {"run_dir": str(run.path), "job_id": job_id, "state": "unreadable", "requeues": 0, "epochs_done": 0,
-                "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        return {
+            "run_dir": str(run.path),
+            "job_id": job_id,
+            "state": "unreadable",
+            "requeues": 0,
+            "epochs_done": 0,
+            "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+        }
 
 
 def _member_state(run: RunDir, job_id: str | None) -> dict:
@@ -77,8 +74,13 @@ def _member_state(run: RunDir, job_id: str | None) -> dict:
         state = "failed"
     if state == "pending" and slurm == "RUNNING":
         state = "running"
-    out = {"run_dir": str(run.path), "job_id": job_id, "state": state, "requeues": status.get("requeues", 0),
-           "epochs_done": len(run.read_train_log())}
+    out = {
+        "run_dir": str(run.path),
+        "job_id": job_id,
+        "state": state,
+        "requeues": status.get("requeues", 0),
+        "epochs_done": len(run.read_train_log()),
+    }
     if state == "failed":
         out["error"] = status.get("error") or _log_tail(run.path)
     return out
@@ -106,11 +108,16 @@ def status_command(args: list[str]) -> int:
         try:
             members = json.loads(target.read_text())["members"]
         except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
+            raise UserError(
+                f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
     rows = [member_state(m["run_dir"], m.get("job_id")) for m in members]
     for r in rows:
-        line = f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  {r['run_dir']}"
+        line = (
+            f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  "
+            f"{r['run_dir']}"
+        )
         print(line)
         if r.get("error"):
             print("    " + r["error"].replace("\n", "\n    "))

@@ -8,6 +8,7 @@ the same job; it resumes from the run's last checkpoint (``resume=auto``), so at
 ``checkpoint_every_steps`` steps (or one epoch) of training are redone. ``status.json`` in the run
 folder records the state, the SLURM job id and the requeue count.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,7 @@ import torch
 from ssl_bench.atomic import write_json
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.errors import UserError
-from ssl_bench.results import RunDir, new_run_id
+from ssl_bench.results import RunDir, fresh_run_dir  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,6 @@ def parse_time_minutes(value: str) -> int:
     if minutes <= 0:
         raise UserError(f"bad value for 'cluster.time': {value!r}; must be at least one minute")
     return minutes
-
-
-def fresh_run_dir(cfg: RunConfig) -> RunConfig:
-    """Fix the run folder before launching, so every process (and every requeue) shares it."""
-    if cfg.run_dir:
-        return cfg
-    rid = new_run_id(cfg.method.name, cfg.backbone.name, cfg.dataset, cfg.seed)
-    return replace(cfg, run_dir=str(Path(cfg.results_root) / rid))
 
 
 def write_status(run_dir: str | Path, **fields) -> None:
@@ -87,8 +80,15 @@ class TrainJob:
         job_id = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", ""))
         main = env.rank == 0
         if main:
-            write_status(self.cfg.run_dir, state="running", job_id=job_id, requeues=requeues, host=socket.gethostname(),
-                         world_size=env.world_size, started=time.time())
+            write_status(
+                self.cfg.run_dir,
+                state="running",
+                job_id=job_id,
+                requeues=requeues,
+                host=socket.gethostname(),
+                world_size=env.world_size,
+                started=time.time(),
+            )
         try:
             result = train(replace(self.cfg, resume="auto", launcher="local", progress=False))
             if main:
@@ -115,20 +115,31 @@ def make_executor(cfg: RunConfig, folder: str | Path):
     import submitit
 
     if shutil.which("sbatch") is None:
-        raise UserError("launcher=slurm needs SLURM's sbatch on PATH (none found); use launcher=local, or start "
-                        "slurm/local_cluster.sh and export SLURM_CONF")
+        raise UserError(
+            "launcher=slurm needs SLURM's sbatch on PATH (none found); use launcher=local, or start "
+            "slurm/local_cluster.sh and export SLURM_CONF"
+        )
     c = cfg.cluster
     gpus = c.gpus_per_node
     params = dict(
-        nodes=c.nodes, tasks_per_node=gpus or c.tasks_per_node, cpus_per_task=c.cpus_per_task,
-        timeout_min=parse_time_minutes(c.time), slurm_signal_delay_s=60,
+        nodes=c.nodes,
+        tasks_per_node=gpus or c.tasks_per_node,
+        cpus_per_task=c.cpus_per_task,
+        timeout_min=parse_time_minutes(c.time),
+        slurm_signal_delay_s=60,
         name=f"ssl-bench-{cfg.method.name}",
     )
     if gpus:
         params["gpus_per_node"] = gpus
-    optional = {"slurm_partition": c.partition, "slurm_mem": c.mem, "slurm_account": c.account,
-                "slurm_qos": c.qos, "slurm_constraint": c.constraint, "slurm_exclude": c.exclude,
-                "slurm_comment": c.comment}
+    optional = {
+        "slurm_partition": c.partition,
+        "slurm_mem": c.mem,
+        "slurm_account": c.account,
+        "slurm_qos": c.qos,
+        "slurm_constraint": c.constraint,
+        "slurm_exclude": c.exclude,
+        "slurm_comment": c.comment,
+    }
     params.update({k: v for k, v in optional.items() if v})
     extra = {}
     for item in c.extra:
@@ -145,7 +156,7 @@ def make_executor(cfg: RunConfig, folder: str | Path):
 
 def _sbatch_error(err: Exception) -> UserError:
     text = str(err)
-    lines = [l.strip() for l in text.splitlines() if "error" in l.lower()]
+    lines = [ln.strip() for ln in text.splitlines() if "error" in ln.lower()]
     msg = lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else type(err).__name__
     msg = re.sub(r"^.*?sbatch: error: ", "", msg)
     return UserError(f"sbatch refused the job: {msg}")
@@ -155,12 +166,11 @@ def submit_run(cfg: RunConfig):
     """Submit one run; nothing is left behind if sbatch refuses it. Returns (job, run_dir)."""
     cfg = fresh_run_dir(cfg)
     run = RunDir(cfg.run_dir)
-    if run.path.exists() and any(run.path.iterdir()) and cfg.resume != "auto":
-        raise UserError(f"run_dir {cfg.run_dir!r} already holds a run; pass resume=auto to continue it")
-    created = not run.path.exists()
+    if run.holds_run() and cfg.resume != "auto":
+        run.create()  # the refusal, one line
     folder = Path(cfg.cluster.log_dir or run.path / "slurm")
     ex = make_executor(cfg, folder)
-    run.path.mkdir(parents=True, exist_ok=True)
+    created = run.create(resume=cfg.resume == "auto")
     try:
         run.write_config(to_yaml(cfg))
         job = ex.submit(TrainJob(cfg))
@@ -178,13 +188,13 @@ def submit_array(cfgs: list[RunConfig], folder: str | Path):
     """Submit many runs as one SLURM job array; returns [(job, run_dir)]."""
     cfgs = [fresh_run_dir(c) for c in cfgs]
     runs = [RunDir(c.run_dir) for c in cfgs]
-    for c, r in zip(cfgs, runs):
-        if r.path.exists() and any(r.path.iterdir()):
-            raise UserError(f"run_dir {c.run_dir!r} already holds a run")
+    for r in runs:
+        if r.holds_run():
+            r.create()  # the refusal, one line
     ex = make_executor(cfgs[0], folder)
     try:
         for c, r in zip(cfgs, runs):
-            r.path.mkdir(parents=True, exist_ok=True)
+            r.create()
             r.write_config(to_yaml(c))
         with ex.batch():
             jobs = [ex.submit(TrainJob(c)) for c in cfgs]
@@ -205,8 +215,9 @@ def slurm_job_state(job_id: str) -> Optional[str]:
     import subprocess
 
     try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                             timeout=20).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=20
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     states = re.findall(r"JobState=(\S+)", out)

@@ -1,4 +1,5 @@
 """ssl-bench: self-supervised learning methods and evaluations on one shared core."""
+
 import logging
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """Command line: ``python -m ssl_bench run|list|report [key=value ...]``."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,43 +28,36 @@ commands:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def cmd_run(overrides: list[str]) -> int:
     from ssl_bench.config import build_config
-    from ssl_bench.engine.train import train
+    from ssl_bench.engine.launch import launch
 
     cfg = build_config(overrides)
-    if cfg.launcher == "slurm":
-        from ssl_bench.slurm.submit import submit_run, wait_for
+    [started] = launch([cfg])
+    if started.job is not None:
+        from ssl_bench.engine.setup import RunResult
+        from ssl_bench.slurm.submit import wait_for
 
-        job, run = submit_run(cfg)
-        print(f"submitted SLURM job {job.job_id}\nrun folder: {run.path}")
+        print(f"submitted SLURM job {started.job_id}\nrun folder: {started.run.path}")
         if not cfg.wait:
             return 0
-        rc = wait_for(job, run)
-        print(f"job {job.job_id} {'done' if rc == 0 else 'failed'}: {run.path}")
+        rc = wait_for(started.job, started.run)
+        print(f"job {started.job_id} {'done' if rc == 0 else 'failed'}: {started.run.path}")
         if rc:
             return rc
-        from ssl_bench.engine.setup import RunResult
-
-        result = RunResult(run, run.read_metrics())
+        result = RunResult(started.run, started.run.read_metrics())
+    elif not started.main:
+        return 0  # another process of a torchrun / srun group reports
     else:
-        from ssl_bench.engine.launch import env_launch, run_env_group, run_local_ddp
-
-        if env_launch():  # torchrun / srun started this process as one of several: join them
-            if cfg.nproc > 1:
-                raise UserError(f"nproc={cfg.nproc} inside a {env_launch()} launch: the processes are already "
-                                "started; drop nproc")
-            result, main = run_env_group(cfg)
-            if not main:
-                return 0
-        elif cfg.nproc > 1:
-            result = run_local_ddp(cfg)
-        else:
-            result = train(cfg)
+        result = started.result
     m = {(r["eval"], r["metric"]): r["value"] for r in result.metrics}
     print(f"run folder: {result.run_dir.path}")
     for ev in cfg.eval.evals:
@@ -71,11 +65,18 @@ def cmd_run(overrides: list[str]) -> int:
         if trained is not None:
             base = f"   random init: {init:.4f}" if init is not None else ""
             print(f"{ev} top-1 ({cfg.method.name}, {cfg.backbone.name}, {cfg.dataset}): {trained:.4f}{base}")
-    below = [ev for ev in cfg.eval.evals if m.get((ev, "top1")) is not None and m.get((f"{ev}@init", "top1")) is not None
-             and m[(ev, "top1")] < m[(f"{ev}@init", "top1")]]
+    below = [
+        ev
+        for ev in cfg.eval.evals
+        if m.get((ev, "top1")) is not None
+        and m.get((f"{ev}@init", "top1")) is not None
+        and m[(ev, "top1")] < m[(f"{ev}@init", "top1")]
+    ]
     if below:
-        print(f"warning: {', '.join(below)} top-1 is below the same backbone at random initialisation: "
-              "this run's training made the features worse")
+        print(
+            f"warning: {', '.join(below)} top-1 is below the same backbone at random initialisation: "
+            "this run's training made the features worse"
+        )
     if m.get(("train", "collapsed")):
         print("warning: the run collapsed (see train.jsonl: teacher entropy and KL)")
     return 0
@@ -88,8 +89,10 @@ def cmd_eval(overrides: list[str]) -> int:
     runs = [o.split("=", 1)[1] for o in overrides if o.startswith("run=")]
     weights = [o for o in overrides if o.startswith("weights=")]
     if len(runs) + len(weights) != 1:
-        raise UserError("eval needs exactly one run=RUN_DIR (a folder under results/runs) or weights=FILE "
-                        "(a state dict or .safetensors, with backbone=NAME unless exported by ssl_bench)")
+        raise UserError(
+            "eval needs exactly one run=RUN_DIR (a folder under results/runs) or weights=FILE "
+            "(a state dict or .safetensors, with backbone=NAME unless exported by ssl_bench)"
+        )
     if weights:
         result = evaluate_weights(overrides)
         print(f"run folder: {result.run_dir.path}")
@@ -106,8 +109,9 @@ def cmd_export(overrides: list[str]) -> int:
     opts = dict(o.split("=", 1) for o in overrides if "=" in o)
     bad = [o for o in overrides if "=" not in o or o.split("=", 1)[0] not in ("run", "out", "format")]
     if bad or "run" not in opts or "out" not in opts:
-        raise UserError(f"usage: export run=RUN_DIR out=FILE [format={'|'.join(FORMATS)}]"
-                        + (f"; got {bad[0]!r}" if bad else ""))
+        raise UserError(
+            f"usage: export run=RUN_DIR out=FILE [format={'|'.join(FORMATS)}]" + (f"; got {bad[0]!r}" if bad else "")
+        )
     for p in export_run(opts["run"], opts["out"], opts.get("format", "timm")):
         print(p)
     return 0
@@ -167,7 +171,18 @@ def cmd_status(args: list[str]) -> int:
     return status_command(args)
 
 
-COMMANDS = {"config": cmd_config, "sweep": cmd_sweep, "status": cmd_status, "ablate": cmd_ablate, "run": cmd_run, "eval": cmd_eval, "export": cmd_export, "list": cmd_list, "report": cmd_report, "plot": cmd_plot}
+COMMANDS = {
+    "config": cmd_config,
+    "sweep": cmd_sweep,
+    "status": cmd_status,
+    "ablate": cmd_ablate,
+    "run": cmd_run,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "list": cmd_list,
+    "report": cmd_report,
+    "plot": cmd_plot,
+}
 
 
 class Terminated(BaseException):

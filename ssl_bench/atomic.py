@@ -1,4 +1,5 @@
 """Atomic writes: temp file in the same folder, then ``os.replace`` (never half-written)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

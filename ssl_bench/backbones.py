@@ -4,6 +4,7 @@ Every backbone is a :class:`Backbone`: ``embed_dim``, ``forward(x) -> (B, embed_
 features (ViT: CLS token; ResNet: global average pool), ``patch_features(x) -> (B, h, w, D)`` for
 dense evaluations, and ``last_attention(x) -> (B, heads, N, N)`` for ViTs (DINO §4.2).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -106,8 +107,9 @@ class TimmViT(Backbone):
     def last_blocks(self, x: Tensor, n: int) -> list[tuple[Tensor, Tensor]]:
         """(patch tokens (B, N, D), CLS token (B, D)) of the last ``n`` blocks, each through the final
         norm (DINO ``get_intermediate_layers``), via timm's ``forward_intermediates``."""
-        out = self.model.forward_intermediates(x, indices=n, norm=True, return_prefix_tokens=True,
-                                               intermediates_only=True, output_fmt="NLC")
+        out = self.model.forward_intermediates(
+            x, indices=n, norm=True, return_prefix_tokens=True, intermediates_only=True, output_fmt="NLC"
+        )
         return [(tokens, prefix[:, 0]) for tokens, prefix in out]
 
     def last_attention(self, x: Tensor) -> Tensor:
@@ -126,8 +128,9 @@ class TimmResNet(Backbone):
     def __init__(self, arch: str, cfg: ResNetConfig) -> None:
         super().__init__()
         self.arch, self.create_kwargs, self.cifar_stem = arch, dict(num_classes=0), cfg.cifar_stem
-        self.model = timm.create_model(arch, pretrained=False, zero_init_last=cfg.zero_init_residual,
-                                       **self.create_kwargs)
+        self.model = timm.create_model(
+            arch, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
+        )
         if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
             self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.model.maxpool = nn.Identity()

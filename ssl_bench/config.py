@@ -5,6 +5,7 @@ OmegaConf's dotlist grammar (as Hydra does), e.g. ``data.n_local=6 optim.lr=5e-4
 strict: an unknown key names the nearest valid key, a wrong type or value names the key and what is
 allowed. Code receives the typed dataclasses, never raw dicts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,10 +75,14 @@ class AugConfig:
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"bad value for 'data.aug.{key}': {p}; valid: a probability in [0, 1]")
         if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
-            raise ConfigError(f"bad value for 'data.aug.jitter': {self.jitter}; valid: [brightness, contrast, "
-                              "saturation, hue], each >= 0, hue <= 0.5")
+            raise ConfigError(
+                f"bad value for 'data.aug.jitter': {self.jitter}; valid: [brightness, contrast, "
+                "saturation, hue], each >= 0, hue <= 0.5"
+            )
         if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ConfigError(f"bad value for 'data.aug.blur_sigma': {self.blur_sigma}; valid: [min, max], 0 < min <= max")
+            raise ConfigError(
+                f"bad value for 'data.aug.blur_sigma': {self.blur_sigma}; valid: [min, max], 0 < min <= max"
+            )
 
 
 @dataclass
@@ -120,10 +125,17 @@ class DataConfig:
     def check(self) -> None:
         from ssl_bench.errors import ConfigError
 
-        ranges = [("n_global", self.n_global, 1), ("n_local", self.n_local, 0), ("global_size", self.global_size, 1),
-                  ("local_size", self.local_size, 1), ("train_per_class", self.train_per_class, 0),
-                  ("test_per_class", self.test_per_class, 0), ("val_per_class", self.val_per_class, 0),
-                  ("num_workers", self.num_workers, 0), ("device_load_size", self.device_load_size, 1)]
+        ranges = [
+            ("n_global", self.n_global, 1),
+            ("n_local", self.n_local, 0),
+            ("global_size", self.global_size, 1),
+            ("local_size", self.local_size, 1),
+            ("train_per_class", self.train_per_class, 0),
+            ("test_per_class", self.test_per_class, 0),
+            ("val_per_class", self.val_per_class, 0),
+            ("num_workers", self.num_workers, 0),
+            ("device_load_size", self.device_load_size, 1),
+        ]
         for key, value, low in ranges:
             if value is not None and value < low:
                 raise ConfigError(f"bad value for 'data.{key}': {value}; valid: >= {low}")
@@ -166,12 +178,19 @@ class OptimConfig:
     def check(self) -> None:
         from ssl_bench.errors import ConfigError
 
-        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                  ("lr", self.lr >= 0, ">= 0"), ("min_lr", self.min_lr >= 0, ">= 0"),
-                  ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
-                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),
-                  ("clip_grad", self.clip_grad >= 0, ">= 0 (0 disables)"), ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
-                  ("lars_eta", self.lars_eta > 0, "> 0"), ("max_param_norm", self.max_param_norm >= 0, ">= 0 (0 disables)")]
+        checks = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr >= 0, ">= 0"),
+            ("min_lr", self.min_lr >= 0, ">= 0"),
+            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),
+            ("clip_grad", self.clip_grad >= 0, ">= 0 (0 disables)"),
+            ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
+            ("lars_eta", self.lars_eta > 0, "> 0"),
+            ("max_param_norm", self.max_param_norm >= 0, ">= 0 (0 disables)"),
+        ]
         for key, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"bad value for 'optim.{key}': {getattr(self, key)}; valid: {valid}")
@@ -214,7 +233,6 @@ class EvalConfig:
     seg_size: Optional[int] = None
     seg_mass: float = 0.6  # attention Jaccard keeps the smallest patch set holding this attention mass
     seg_train_fraction: float = 0.5  # linear patch probe: first fraction of sorted pairs trains, rest tests
-
 
     def check(self) -> None:
         from ssl_bench.errors import ConfigError
@@ -272,16 +290,21 @@ class ClusterConfig:
             values = getattr(self, f.name)
             for v in values if isinstance(values, list) else [values]:
                 if isinstance(v, str) and re.search(r"[\x00-\x1f\x7f]", v):
-                    raise ConfigError(f"bad value for 'cluster.{f.name}': {v!r} holds a newline or control character; "
-                                      "valid: one line of printable text")
+                    raise ConfigError(
+                        f"bad value for 'cluster.{f.name}': {v!r} holds a newline or control character; "
+                        "valid: one line of printable text"
+                    )
         for item in self.extra:
             key = item.partition("=")[0].lstrip("-")
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
-                raise ConfigError(f"bad cluster.extra entry {item!r}: the key must be an sbatch option name "
-                                  "(letters, digits, '-', '_'), e.g. reservation=abc")
+                raise ConfigError(
+                    f"bad cluster.extra entry {item!r}: the key must be an sbatch option name "
+                    "(letters, digits, '-', '_'), e.g. reservation=abc"
+                )
         if self.nodes < 1 or self.tasks_per_node < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:
-            raise ConfigError("bad cluster sizes: cluster.nodes, tasks_per_node and cpus_per_task must be >= 1, "
-                              "gpus_per_node >= 0")
+            raise ConfigError(
+                "bad cluster sizes: cluster.nodes, tasks_per_node and cpus_per_task must be >= 1, gpus_per_node >= 0"
+            )
 
 
 @dataclass
@@ -337,8 +360,10 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
     preset_name = selectors.get("preset", "default")
     shared, recipe = load_preset(preset_name, selectors.get("method") or "dino")
     if "method" in shared:
-        raise ConfigError(f"preset {preset_name!r}: method settings belong in configs/recipes/<method>/"
-                          f"{preset_name}.yaml, not in the shared preset")
+        raise ConfigError(
+            f"preset {preset_name!r}: method settings belong in configs/recipes/<method>/"
+            f"{preset_name}.yaml, not in the shared preset"
+        )
     preset_method = recipe.pop("method", None) or {}
     if isinstance(preset_method, str):
         preset_method = {"name": preset_method}
@@ -357,7 +382,9 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
     b_entry = BACKBONES.get(backbone_name)
 
     schema = OmegaConf.structured(
-        RunConfig(method=m_entry.config(name=method_name), backbone=b_entry.config(name=backbone_name), preset=preset_name)
+        RunConfig(
+            method=m_entry.config(name=method_name), backbone=b_entry.config(name=backbone_name), preset=preset_name
+        )
     )
     OmegaConf.set_struct(schema, True)
     layers: list[dict] = []

@@ -1,4 +1,5 @@
 """torch.distributed helpers: the engine calls these, so single-process runs need no branches."""
+
 from __future__ import annotations
 
 import torch
@@ -120,8 +121,9 @@ def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> tor
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, CPUSyncBatchNorm):
-            new = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)
+            new = CPUSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             setattr(module, name, new)

@@ -1,5 +1,6 @@
 """The command line's ``key=value`` grammar: selectors (method=, backbone=, preset=, cluster=), the
 OmegaConf dotlist for everything else, and one-line errors that name the nearest valid key."""
+
 from __future__ import annotations
 
 import difflib

@@ -1,5 +1,6 @@
 """Finding and reading presets: the shared ``configs/<preset>.yaml``, each method's recipe
 ``configs/recipes/<method>/<preset>.yaml``, a user's own yaml file, and SLURM resource presets."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -45,8 +46,10 @@ def load_preset(name: str, method: str | None = None) -> tuple[dict, dict]:
     recipe = _configs().joinpath("recipes", str(method), f"{name}.yaml")
     if not shared.is_file() and not recipe.is_file():
         if name in preset_names():
-            raise ConfigError(f"method {method!r} has no recipe for preset {name!r}; recipes: "
-                              f"{', '.join(recipe_names(str(method))) or 'none'}")
+            raise ConfigError(
+                f"method {method!r} has no recipe for preset {name!r}; recipes: "
+                f"{', '.join(recipe_names(str(method))) or 'none'}"
+            )
         raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a path to a .yaml file")
     layers = [_read_yaml(f, f"preset {f.name!r}") if f.is_file() else {} for f in (shared, recipe)]
     return layers[0], layers[1]
@@ -63,8 +66,11 @@ def load_cluster_preset(name: str) -> dict:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         res = resources.files("ssl_bench.slurm").joinpath("presets", f"{name}.yaml")
         if not res.is_file():
-            names = sorted(p.name[:-5] for p in resources.files("ssl_bench.slurm").joinpath("presets").iterdir()
-                           if p.name.endswith(".yaml"))
+            names = sorted(
+                p.name[:-5]
+                for p in resources.files("ssl_bench.slurm").joinpath("presets").iterdir()
+                if p.name.endswith(".yaml")
+            )
             raise ConfigError(f"unknown cluster preset {name!r}; valid: {', '.join(names)} or a path to a .yaml file")
         path = Path(str(res))
     return yaml.safe_load(path.read_text()) or {}

@@ -7,6 +7,7 @@ Plug-ins register themselves at import time::
 
 A duplicate name is refused, so two files cannot silently shadow each other.
 """
+
 from __future__ import annotations
 
 import difflib

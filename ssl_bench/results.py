@@ -4,18 +4,18 @@
 ``metrics.json`` (one row per eval x metric), ``checkpoint.pt``. Every file is written atomically
 and belongs to one run, so concurrent runs cannot corrupt each other.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-
-import logging
 
 import pandas as pd
 import yaml
@@ -29,9 +29,27 @@ CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "me
 
 # Config keys that may differ when a run is resumed: they do not change its training trajectory
 # (evaluation, logging, where things live, how it is launched). Everything else must match.
-RESUME_MAY_DIFFER = ("eval.", "progress", "run_dir", "results_root", "resume", "launcher", "nproc", "wait", "cluster.",
-                     "threads", "device", "keep_cpu_memory", "checkpoint_every_steps", "compile", "preset",
-                     "data.root", "data.download", "data.num_workers", "log.")
+RESUME_MAY_DIFFER = (
+    "eval.",
+    "progress",
+    "run_dir",
+    "results_root",
+    "resume",
+    "launcher",
+    "nproc",
+    "wait",
+    "cluster.",
+    "threads",
+    "device",
+    "keep_cpu_memory",
+    "checkpoint_every_steps",
+    "compile",
+    "preset",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "log.",
+)
 
 
 def new_run_id(method: str, backbone: str, dataset: str, seed: int) -> str:
@@ -39,11 +57,49 @@ def new_run_id(method: str, backbone: str, dataset: str, seed: int) -> str:
     return f"{stamp}-{method}-{backbone}-{dataset}-s{seed}-{secrets.token_hex(2)}"
 
 
+def fresh_run_dir(cfg):
+    """``cfg`` with its run folder decided (kept when set, else a new id under ``results_root``), so that
+    every process of the run, and every requeue, shares it. The one place a run folder is named."""
+    from dataclasses import replace
+
+    if cfg.run_dir:
+        return cfg
+    rid = new_run_id(cfg.method.name, cfg.backbone.name, cfg.dataset, cfg.seed)
+    return replace(cfg, run_dir=str(Path(cfg.results_root) / rid))
+
+
+def unique_run_dirs(cfgs: list) -> list:
+    """Members of one sweep created in the same second could get one id: make each folder unique."""
+    from dataclasses import replace
+
+    out, seen = [], set()
+    for i, c in enumerate(cfgs):
+        out.append(replace(c, run_dir=f"{c.run_dir}-{i}") if c.run_dir in seen else c)
+        seen.add(out[-1].run_dir)
+    return out
+
+
 class RunDir:
     """One run's folder."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def holds_run(self) -> bool:
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def create(self, resume: bool = False) -> bool:
+        """Take this folder for a run: a folder that already holds one is refused unless ``resume`` (then it
+        is continued). Returns whether this call created the folder (so a failed start can remove it)."""
+        if self.holds_run():
+            if resume:
+                return False
+            raise UserError(
+                f"run_dir {str(self.path)!r} already holds a run; pass resume=auto to continue it or pick a new run_dir"
+            )
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        return created
 
     @property
     def run_id(self) -> str:
@@ -65,16 +121,20 @@ class RunDir:
     def check_resume(self, new_config: dict) -> None:
         """Refuse to resume with settings that change the training trajectory (batch, crops, optimizer,
         schedules, method, dataset, seed, ...): one line naming the keys that differ."""
-        saved = _flat(self.read_config())
-        new = _flat(new_config)
+        saved = flatten(self.read_config())
+        new = flatten(new_config)
         first = ("method.name", "dataset", "backbone.name")  # named first: they explain the rest
-        changed = sorted((k for k in set(saved) | set(new) if saved.get(k) != new.get(k)
-                          and not k.startswith(RESUME_MAY_DIFFER)), key=lambda k: (k not in first, k))
+        changed = sorted(
+            (k for k in set(saved) | set(new) if saved.get(k) != new.get(k) and not k.startswith(RESUME_MAY_DIFFER)),
+            key=lambda k: (k not in first, k),
+        )
         if changed:
             diff = ", ".join(f"{k} {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
             more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-            raise UserError(f"run_dir {str(self.path)!r} was trained with other settings ({diff}{more}); resume=auto "
-                            "continues the same run (only eval.*, logging, paths and launch settings may differ)")
+            raise UserError(
+                f"run_dir {str(self.path)!r} was trained with other settings ({diff}{more}); resume=auto "
+                "continues the same run (only eval.*, logging, paths and launch settings may differ)"
+            )
 
     def in_use(self) -> bool:
         """Whether a process holds this folder's lock now (a training run that is alive)."""
@@ -105,8 +165,9 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise UserError(f"run_dir {str(self.path)!r} is in use by {holder}; wait for it to end or pick "
-                                "another run_dir") from None
+                raise UserError(
+                    f"run_dir {str(self.path)!r} is in use by {holder}; wait for it to end or pick another run_dir"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
             for tmp in self.path.glob(".*.tmp"):  # half-written files of a writer killed mid-save
@@ -123,8 +184,10 @@ class RunDir:
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
     def write_train_log(self, records: Iterable[dict]) -> None:
-        write_text(self.path / TRAIN_LOG, "".join(json.dumps(finite(r), sort_keys=True, allow_nan=False) + "\n"
-                                                  for r in records))
+        write_text(
+            self.path / TRAIN_LOG,
+            "".join(json.dumps(finite(r), sort_keys=True, allow_nan=False) + "\n" for r in records),
+        )
 
     def append_train_log(self, record: dict) -> None:
         """Rewrite the whole (small) log atomically with the new record, replacing one of the same epoch."""
@@ -142,11 +205,11 @@ class RunDir:
         write_json(self.path / METRICS, kept + list(rows))
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -155,14 +218,23 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 # Config keys that say where and how a run was launched, not what it computed: a report does not treat
 # two runs as different settings because of them (``seed`` is the replicate axis, never a setting).
 NOT_A_SETTING = tuple(k for k in RESUME_MAY_DIFFER if k not in ("eval.", "preset")) + (
-    "seed", "eval.knn_every", "eval.baseline", "eval.evals", "eval.data_root", "deterministic")
+    "seed",
+    "eval.knn_every",
+    "eval.baseline",
+    "eval.evals",
+    "eval.data_root",
+    "deterministic",
+)
 _ID_KEYS = {"method.name": "method", "backbone.name": "backbone", "optim.epochs": "epochs"}
 
 
 def _cell(v: Any) -> Any:
     """A config value as a hashable table cell (lists become their YAML flow text)."""
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() \
-        if isinstance(v, (list, dict)) else v
+    return (
+        yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+        if isinstance(v, (list, dict))
+        else v
+    )
 
 
 def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -170,10 +242,16 @@ def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     resolved config key (dotted, e.g. ``optim.lr``), so that reports can group and filter on any setting."""
     cfg = run.read_config()
     method = f"weights:{Path(cfg['weights']).stem}" if cfg.get("weights") else cfg["method"]["name"]
-    ids = {"run_id": run.run_id, "method": method, "backbone": cfg["backbone"]["name"],
-           "dataset": cfg["dataset"], "preset": cfg.get("preset") or "—", "epochs": cfg["optim"]["epochs"],
-           "seed": cfg["seed"]}
-    settings = {k: _cell(v) for k, v in _flat(cfg).items() if k not in _ID_KEYS and k not in ids}
+    ids = {
+        "run_id": run.run_id,
+        "method": method,
+        "backbone": cfg["backbone"]["name"],
+        "dataset": cfg["dataset"],
+        "preset": cfg.get("preset") or "—",
+        "epochs": cfg["optim"]["epochs"],
+        "seed": cfg["seed"],
+    }
+    settings = {k: _cell(v) for k, v in flatten(cfg).items() if k not in _ID_KEYS and k not in ids}
     return ids, settings
 
 
@@ -210,8 +288,16 @@ def _metric_rows(run: RunDir) -> list[dict] | None:
     ids, settings = _identity(run)
     collapsed = next((r["value"] for r in metrics if r["eval"] == "train" and r["metric"] == "collapsed"), None)
     base = {**ids, "collapsed": None if collapsed is None else bool(collapsed)}
-    return [{**base, "eval": r["eval"], "metric": r["metric"],
-             "value": float("nan") if r["value"] is None else float(r["value"]), **settings} for r in metrics]
+    return [
+        {
+            **base,
+            "eval": r["eval"],
+            "metric": r["metric"],
+            "value": float("nan") if r["value"] is None else float(r["value"]),
+            **settings,
+        }
+        for r in metrics
+    ]
 
 
 def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
@@ -219,7 +305,19 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
     runs are skipped with a warning; their folders are listed in ``frame.attrs["skipped"]``."""
     per_run, skipped = _read_runs(root, _metric_rows)
     rows = [r for run_rows in per_run for r in run_rows]
-    cols = ["run_id", "method", "backbone", "dataset", "preset", "epochs", "seed", "eval", "metric", "value", "collapsed"]
+    cols = [
+        "run_id",
+        "method",
+        "backbone",
+        "dataset",
+        "preset",
+        "epochs",
+        "seed",
+        "eval",
+        "metric",
+        "value",
+        "collapsed",
+    ]
     df = pd.DataFrame(rows, columns=None if rows else cols)
     df.attrs["skipped"] = skipped
     df.attrs["settings"] = [c for c in df.columns if c not in cols]

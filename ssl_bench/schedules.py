@@ -1,5 +1,6 @@
 """Per-step schedules (DINO evaluates them per iteration). A schedule is a callable
 ``f(step, steps_per_epoch, total_steps) -> float`` so methods never count steps themselves."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny configs, tiny image folders, and the location of the real data."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+SHARED_DATA = Path(
+    os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+).resolve()
 CIFAR10 = SHARED_DATA / "cifar10"
 HORSE = SHARED_DATA / "weizmann_horse"
 
@@ -75,14 +78,18 @@ def slurm_cluster():
     if os.environ.get("SLURM_CONF") and shutil.which("sbatch"):
         yield os.environ["SLURM_CONF"]  # a cluster the user started
         return
-    env = {**os.environ, "SSL_BENCH_SLURM_DIR": "/tmp/ssl-bench-slurm-test", "SSL_BENCH_SLURMCTLD_PORT": "16817",
-           "SSL_BENCH_SLURMD_PORT": "16818"}
+    env = {
+        **os.environ,
+        "SSL_BENCH_SLURM_DIR": "/tmp/ssl-bench-slurm-test",
+        "SSL_BENCH_SLURMCTLD_PORT": "16817",
+        "SSL_BENCH_SLURMD_PORT": "16818",
+    }
     script = REPO / "slurm" / "local_cluster.sh"
     try:
         out = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as err:
         pytest.skip(f"could not start the local SLURM cluster: {err}")
-    line = next((l for l in out.stdout.splitlines() if l.startswith("export SLURM_CONF=")), None)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("export SLURM_CONF=")), None)
     if out.returncode != 0 or line is None:
         pytest.skip(f"could not start the local SLURM cluster: {(out.stderr or out.stdout).strip()[-300:]}")
     conf = line.split("=", 1)[1]

@@ -2,6 +2,7 @@
 syncs in the step"), for every method, with crops drawn on the device or handed in as a crop list: with
 ``torch.cuda.set_sync_debug_mode("error")`` any ``.item()``, ``nonzero``, boolean-mask index or blocking
 copy inside the step raises. CUDA only (skipped on the CPU machines; ``benchmarks/gpu_check.sh`` runs it)."""
+
 import pytest
 import torch
 

@@ -40,12 +40,16 @@ def test_imagefolder_and_per_class_subset(image_folder):
     assert len(s.train) == 6 and sorted(s.train.targets) == [0, 0, 0, 1, 1, 1]
     # the first 3 sorted file names of each class
     assert [p.rsplit("/", 1)[-1] for p, _ in (s.train.base.samples[i] for i in s.train.indices)][:3] == [
-        "000.png", "001.png", "002.png"]
+        "000.png",
+        "001.png",
+        "002.png",
+    ]
 
 
 def test_validation_split_is_disjoint_from_pretraining_and_test(image_folder):
-    cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3",
-                        "data.val_per_class=2"])
+    cfg = build_config(
+        ["dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3", "data.val_per_class=2"]
+    )
     s = build_datasets("imagefolder", cfg.data)
     names = lambda d: [d.base.samples[i][0] for i in d.indices]  # noqa: E731
     assert len(s.test) == 4 and sorted(s.test.targets) == [0, 0, 1, 1]
@@ -53,8 +57,10 @@ def test_validation_split_is_disjoint_from_pretraining_and_test(image_folder):
     assert not set(names(s.test)) & set(names(s.train))
     assert [p.rsplit("/", 1)[-1] for p in names(s.test)][:2] == ["003.png", "004.png"]
     with pytest.raises(UserError, match="val_per_class needs data.train_per_class"):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}",
-                                                    "data.val_per_class=2"]).data)
+        build_datasets(
+            "imagefolder",
+            build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.val_per_class=2"]).data,
+        )
 
 
 def test_cifar10_accepts_image_folder_tree(image_folder):
@@ -91,7 +97,9 @@ def test_seeded_loader_samples_are_reproducible_and_leave_the_global_rng_alone()
     from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
 
     imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)) for i in range(3)]
-    ds = SeededTransformDataset(ListDataset(imgs, [0] * 3), MultiCropTransform(CropPolicy(ViewSpec(2, 1), 32, 16)), seed=3, epoch=1)
+    ds = SeededTransformDataset(
+        ListDataset(imgs, [0] * 3), MultiCropTransform(CropPolicy(ViewSpec(2, 1), 32, 16)), seed=3, epoch=1
+    )
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
@@ -121,7 +129,9 @@ def test_uint8_eval_path_equals_the_float_eval_transform(shape, mode):
     assert fast.dtype == torch.uint8 and fast.shape == (3, 32, 32)
     assert torch.equal(fast, EvalImage(32).slow(img).as_subclass(torch.Tensor))
     ref = eval_transform(32, mean, std)(img)
-    torch.testing.assert_close(normalize_batch(fast[None], mean, std)[0], ref.as_subclass(torch.Tensor), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        normalize_batch(fast[None], mean, std)[0], ref.as_subclass(torch.Tensor), rtol=0, atol=1e-6
+    )
 
 
 def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
@@ -143,8 +153,13 @@ def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
         return [(torch.cat(v), y) for v, y in loader]
 
     whole = batches(run_loader(ds, tf, 4, 5, 1, 4, 0, 1, 1, num_workers=1, pin_memory=False))
-    per_epoch = sum((batches(run_loader(ds, tf, 4, 5, e, e + 1, 0, 1, 1 if e == 1 else 0, num_workers=0,
-                                        pin_memory=False)) for e in (1, 2, 3)), [])
+    per_epoch = sum(
+        (
+            batches(run_loader(ds, tf, 4, 5, e, e + 1, 0, 1, 1 if e == 1 else 0, num_workers=0, pin_memory=False))
+            for e in (1, 2, 3)
+        ),
+        [],
+    )
     assert len(whole) == len(per_epoch) == 1 + 2 + 2
     for (a, ya), (b, yb) in zip(whole, per_epoch):
         assert torch.equal(ya, yb) and torch.equal(a, b)
@@ -161,13 +176,18 @@ def test_imagenet_style_train_val_tree_needs_no_renaming(image_folder, tmp_path)
     (image_folder / "val").rename(image_folder / "holdout")
     cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"])
     assert len(build_datasets("imagefolder", cfg.data).test) == 16
-    with pytest.raises(UserError, match=r"no test/ folder for the test split \(it holds holdout/, train/\); name "
-                                        r"the folder with data.test_split=NAME"):
+    with pytest.raises(
+        UserError,
+        match=r"no test/ folder for the test split \(it holds holdout/, train/\); name "
+        r"the folder with data.test_split=NAME",
+    ):
         build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
     (image_folder / "train").rename(image_folder / "pretrain")
     with pytest.raises(UserError, match="no train/ folder for the train split .* data.train_split=NAME"):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}",
-                                                    "data.test_split=holdout"]).data)
+        build_datasets(
+            "imagefolder",
+            build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"]).data,
+        )
 
 
 def test_train_and_val_with_different_classes_are_refused(image_folder):
@@ -188,19 +208,32 @@ def test_unlabelled_pretraining_is_evaluated_on_a_named_labelled_dataset(image_f
     from ssl_bench.data.datasets import UnlabelledFolder, run_datasets
 
     root = _unlabelled(tmp_path / "raw" / "train")
-    cfg = build_config(["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
-                        f"eval.data_root={image_folder}", "evals=knn,linear"])
+    cfg = build_config(
+        [
+            "dataset=imagefolder",
+            f"data.root={root}",
+            "eval.dataset=imagefolder",
+            f"eval.data_root={image_folder}",
+            "evals=knn,linear",
+        ]
+    )
     s = run_datasets(cfg)
     assert isinstance(s.train, UnlabelledFolder) and len(s.train) == 12
     assert len(s.bank) == 16 and len(s.test) == 16 and s.num_classes == 2
     assert sorted(set(s.bank.targets)) == [0, 1]
-    with pytest.raises(UserError, match="holds unlabelled images .* the knn/linear evaluation needs labels; name a "
-                                        "labelled dataset with eval.dataset=NAME"):
+    with pytest.raises(
+        UserError,
+        match="holds unlabelled images .* the knn/linear evaluation needs labels; name a "
+        "labelled dataset with eval.dataset=NAME",
+    ):
         run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=knn,linear"]))
     assert len(run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=seg"])).train) == 12
     with pytest.raises(UserError, match="eval.dataset=imagefolder at .* holds unlabelled images"):
-        run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
-                                   f"eval.data_root={root}"]))
+        run_datasets(
+            build_config(
+                ["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder", f"eval.data_root={root}"]
+            )
+        )
     with pytest.raises(UserError, match="eval.data_root needs eval.dataset"):
         run_datasets(build_config(["dataset=digits", f"eval.data_root={image_folder}"]))
 
@@ -210,8 +243,22 @@ def test_a_run_pretrains_on_unlabelled_images_and_scores_knn_on_another_dataset(
     from ssl_bench.results import RunDir
 
     root = _unlabelled(tmp_path / "raw" / "train", n=32)
-    assert main(["run", "method=simclr", "dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder",
-                 f"eval.data_root={image_folder}", "optim.epochs=1", "evals=knn", *tiny]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "method=simclr",
+                "dataset=imagefolder",
+                f"data.root={root}",
+                "eval.dataset=imagefolder",
+                f"eval.data_root={image_folder}",
+                "optim.epochs=1",
+                "evals=knn",
+                *tiny,
+            ]
+        )
+        == 0
+    )
     run = RunDir(next((tmp_path / "runs").iterdir()))
     m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
     assert 0.0 <= m[("knn", "top1")] <= 1.0 and ("knn@init", "top1") in m

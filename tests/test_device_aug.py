@@ -1,5 +1,6 @@
 """``data.augment=device``: the batched on-device multi-crop (kornia) draws the crops the method asks
 for, reproducibly per (seed, step), per image, with the loader pipeline's policy."""
+
 import numpy as np
 import pytest
 import torch
@@ -83,8 +84,18 @@ def test_greyscale_probability_matches_the_policy():
     """p(grey) = 0.2 per crop: channels exactly equal only then (colour jitter keeps colour)."""
     aug = DeviceMultiCrop(CropPolicy(ViewSpec(1, 0), 32, 16, blur=False), mean=(0.5,) * 3, std=(0.5,) * 3)
     x = _images(256, seed=1)
-    grey = torch.cat([(c[:, 0] == c[:, 1]).flatten(1).all(1) & (c[:, 1] == c[:, 2]).flatten(1).all(1)
-                      for s in range(4) for c in aug(x, seed=s)]).float().mean().item()
+    grey = (
+        torch.cat(
+            [
+                (c[:, 0] == c[:, 1]).flatten(1).all(1) & (c[:, 1] == c[:, 2]).flatten(1).all(1)
+                for s in range(4)
+                for c in aug(x, seed=s)
+            ]
+        )
+        .float()
+        .mean()
+        .item()
+    )
     assert 0.14 < grey < 0.26, grey
 
 
@@ -115,8 +126,14 @@ def test_base_transform_gives_one_size_uint8_rgb():
 def test_engine_step_on_an_image_batch():
     """data.augment=device: the step takes the uint8 image batch, draws the method's crops, trains;
     the same step on the same batch is reproducible; a crop list path refuses an image batch."""
-    over = TINY + ["method=dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-                   "data.n_local=2", "data.augment=device"]
+    over = TINY + [
+        "method=dino",
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "data.n_local=2",
+        "data.augment=device",
+    ]
     losses = []
     for _ in range(2):
         cfg = resolve(build_config(over))
@@ -140,8 +157,9 @@ def test_device_load_size_ships_small_images_and_crops_at_full_size():
     from ssl_bench.engine.train import Trainer, device_augmenter
     from ssl_bench.errors import UserError
 
-    cfg = resolve(build_config(TINY + ["method=simclr", "data.augment=device", "data.device_load_size=8",
-                                       "optim.batch_size=4"]))
+    cfg = resolve(
+        build_config(TINY + ["method=simclr", "data.augment=device", "data.device_load_size=8", "optim.batch_size=4"])
+    )
     pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in _images(8, 32)]
     splits = DataSplits(ListDataset(pil, [0] * 8), ListDataset(pil[:1], [0]), 10, MEAN, STD)
     batch, _ = next(iter(Trainer(cfg).training_batches(splits, 0)))

@@ -22,8 +22,19 @@ def ref_dino_loss(t_out, s_out, center, t_temp, s_temp):
 
 
 def _dino(*over):
-    cfg = resolve(build_config(TINY + ["method=dino", "method.out_dim=64", "method.hidden_dim=32",
-                                       "method.bottleneck_dim=16", "data.n_local=2", *over]))
+    cfg = resolve(
+        build_config(
+            TINY
+            + [
+                "method=dino",
+                "method.out_dim=64",
+                "method.hidden_dim=32",
+                "method.bottleneck_dim=16",
+                "data.n_local=2",
+                *over,
+            ]
+        )
+    )
     return cfg, build_method(cfg)
 
 

@@ -1,5 +1,6 @@
 """2 processes (torch.distributed, gloo, CPU) on halves of a batch == 1 process on the whole batch:
 same loss and same gradients, for every method (gathered negatives, queue, Sinkhorn, center, BN)."""
+
 import os
 import socket
 
@@ -8,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ssl_bench.config import build_config
 from ssl_bench import dist as D
+from ssl_bench.config import build_config
 from ssl_bench.engine.train import build_method, prepare_distributed, resolve
 from ssl_bench.methods.base import StepState
 from tests.conftest import TINY
@@ -28,7 +29,8 @@ BATCH = 8
 def _batch(n_local):
     g = torch.Generator().manual_seed(123)
     return [torch.randn(BATCH, 3, 16, 16, generator=g) for _ in range(2)] + [
-        torch.randn(BATCH, 3, 8, 8, generator=g) for _ in range(n_local)]
+        torch.randn(BATCH, 3, 8, 8, generator=g) for _ in range(n_local)
+    ]
 
 
 def _step(over, rank=0, world=1):
@@ -38,7 +40,7 @@ def _step(over, rank=0, world=1):
     m.train()
     views = _batch(cfg.data.n_local)
     shard = BATCH // world
-    views = [v[rank * shard:(rank + 1) * shard] for v in views]
+    views = [v[rank * shard : (rank + 1) * shard] for v in views]
     losses, grads = [], None
     for step in range(2):
         st = StepState(step, 1, 10, 20, {k: f(step, 10, 20) for k, f in m.schedules().items()})

@@ -1,5 +1,6 @@
 """The documentation's worked example stays true: the "add a method" code in docs/extending.md is run
 as written and trains."""
+
 import re
 from pathlib import Path
 
@@ -15,8 +16,20 @@ def test_the_add_a_method_example_registers_and_trains(tiny):
     try:
         exec(compile(code, "docs/extending.md", "exec"), {"__name__": "docs_example"})
         assert "simsiam" in METHODS.names()
-        res = train(build_config(tiny + ["method=simsiam", "method.dim=32", "method.pred_dim=8", "optim.epochs=1",
-                                         "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]"]))
+        res = train(
+            build_config(
+                tiny
+                + [
+                    "method=simsiam",
+                    "method.dim=32",
+                    "method.pred_dim=8",
+                    "optim.epochs=1",
+                    "data.train_per_class=8",
+                    "data.test_per_class=4",
+                    "eval.knn_k=[5]",
+                ]
+            )
+        )
         log = res.run_dir.read_train_log()
         assert len(log) == 1 and -1.0 <= log[0]["loss"] <= 1.0  # a negative cosine similarity
         assert ("knn", "top1") in {(r["eval"], r["metric"]) for r in res.metrics}

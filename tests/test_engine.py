@@ -10,8 +10,16 @@ from ssl_bench.config import build_config
 from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
 
-DINO_TINY = ["method=dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-             "data.n_local=2", "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]"]
+DINO_TINY = [
+    "method=dino",
+    "method.out_dim=64",
+    "method.hidden_dim=32",
+    "method.bottleneck_dim=16",
+    "data.n_local=2",
+    "data.train_per_class=8",
+    "data.test_per_class=4",
+    "eval.knn_k=[5]",
+]
 
 
 def test_readme_run_command_on_embedded_default(tiny, capsys, tmp_path):
@@ -25,7 +33,7 @@ def test_readme_run_command_on_embedded_default(tiny, capsys, tmp_path):
     rows = json.loads((run / "metrics.json").read_text())
     vals = {(r["eval"], r["metric"]): r["value"] for r in rows}
     assert 0 <= vals[("knn", "top1")] <= 1 and 0 <= vals[("knn@init", "top1")] <= 1
-    log = [json.loads(l) for l in (run / "train.jsonl").read_text().splitlines()]
+    log = [json.loads(ln) for ln in (run / "train.jsonl").read_text().splitlines()]
     assert len(log) == 1 and {"loss", "teacher_entropy", "teacher_mean_entropy", "kl"} <= set(log[0])
 
 
@@ -63,8 +71,8 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch, augment):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert all(torch.equal(oa[i]["exp_avg"], ob[i]["exp_avg"]) for i in oa)
-    la = [json.loads(l) for l in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
+    la = [json.loads(ln) for ln in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
+    lb = [json.loads(ln) for ln in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la] == [r["loss"] for r in lb] and len(lb) == 2
     ma = {(r["eval"], r["metric"]): r["value"] for r in full.metrics if r["eval"] == "knn"}
     mb = {(r["eval"], r["metric"]): r["value"] for r in resumed.metrics if r["eval"] == "knn"}
@@ -99,8 +107,17 @@ def test_cli_bad_key_is_one_line_error(tmp_path):
 
 def test_cli_corrupt_image_error_names_file(tmp_path, image_folder):
     (image_folder / "train" / "class0" / "002.png").write_bytes(b"garbage")
-    r = _cli("run", "dataset=imagefolder", f"data.root={image_folder}", "optim.batch_size=4", "data.num_workers=1",
-             "backbone.img_size=16", "backbone.depth=1", "progress=false", cwd=tmp_path)
+    r = _cli(
+        "run",
+        "dataset=imagefolder",
+        f"data.root={image_folder}",
+        "optim.batch_size=4",
+        "data.num_workers=1",
+        "backbone.img_size=16",
+        "backbone.depth=1",
+        "progress=false",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot read image file") and "002.png" in last
@@ -139,8 +156,8 @@ def test_mid_epoch_resume_with_loader_worker_equals_uninterrupted(tiny, tmp_path
     b, _ = _final_state(tmp_path / "part")
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    la = [json.loads(l) for l in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
+    la = [json.loads(ln) for ln in (tmp_path / "full" / "train.jsonl").read_text().splitlines()]
+    lb = [json.loads(ln) for ln in (tmp_path / "part" / "train.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-6)
 
 
@@ -151,10 +168,26 @@ def test_cli_sigterm_before_first_checkpoint_leaves_no_run_folder(tmp_path):
     import time
 
     runs = tmp_path / "results" / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "ssl_bench", "run", "method=simclr", "dataset=digits",
-                          "optim.batch_size=2", "backbone.img_size=16", "backbone.depth=1",
-                          "data.num_workers=0", "progress=false", "eval.baseline=false"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ssl_bench",
+            "run",
+            "method=simclr",
+            "dataset=digits",
+            "optim.batch_size=2",
+            "backbone.img_size=16",
+            "backbone.depth=1",
+            "data.num_workers=0",
+            "progress=false",
+            "eval.baseline=false",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/config.yaml")):
         time.sleep(0.05)
@@ -200,8 +233,9 @@ def test_a_run_below_random_init_says_so(tiny, capsys, monkeypatch):
     row of 1.0, which no trained run reaches)."""
     from ssl_bench.engine import baselines
 
-    monkeypatch.setattr(baselines, "get_or_compute",
-                        lambda key, compute: [{"eval": "knn@init", "metric": "top1", "value": 1.0}])
+    monkeypatch.setattr(
+        baselines, "get_or_compute", lambda key, compute: [{"eval": "knn@init", "metric": "top1", "value": 1.0}]
+    )
     assert main(["run", "method=dino", "optim.epochs=1", "data.train_per_class=8", "data.test_per_class=4", *tiny]) == 0
     out = capsys.readouterr().out
     assert "warning: knn top-1 is below the same backbone at random initialisation" in out

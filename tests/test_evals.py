@@ -85,9 +85,11 @@ def test_warm_started_linear_probe_equals_cold_start_fits():
 
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(5, 20))
+
     def sample(n):
         y = rng.integers(0, 5, n)
         return centers[y] + 1.5 * rng.normal(size=(n, 20)), y
+
     xtr, ytr = sample(600)
     xte, yte = sample(400)
     grid = [0.001, 0.01, 0.1, 1.0, 10.0]

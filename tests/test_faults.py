@@ -1,5 +1,6 @@
 """The suite under bad input and faults (issue: nothing lost, nothing run from a file): each case ends in
 a one-line error with a non-zero exit, or a correct result, and leaves nothing half-written."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,18 @@ import torch
 
 from ssl_bench.__main__ import main
 
-DINO_TINY = ["method=dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-             "data.n_local=0", "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]",
-             "eval.baseline=false", "optim.epochs=1"]
+DINO_TINY = [
+    "method=dino",
+    "method.out_dim=64",
+    "method.hidden_dim=32",
+    "method.bottleneck_dim=16",
+    "data.n_local=0",
+    "data.train_per_class=8",
+    "data.test_per_class=4",
+    "eval.knn_k=[5]",
+    "eval.baseline=false",
+    "optim.epochs=1",
+]
 
 
 class _Evil:
@@ -34,8 +44,10 @@ def finished_run(tiny, tmp_path):
 def test_a_checkpoint_that_would_run_code_is_refused(finished_run, tiny, tmp_path, capsys):
     marker = tmp_path / "pwned"
     torch.save({"method": _Evil(marker), "epoch": 1}, finished_run / "checkpoint.pt")
-    for cmd in (["eval", f"run={finished_run}", "evals=knn"],
-                ["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]):
+    for cmd in (
+        ["eval", f"run={finished_run}", "evals=knn"],
+        ["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"],
+    ):
         assert main(cmd) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "refusing checkpoint" in err and "checkpoint.pt" in err
@@ -80,12 +92,15 @@ def test_a_run_folder_in_use_is_refused(finished_run, tiny, capsys):
     assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 0  # released
 
 
-@pytest.mark.parametrize("preset,key", [
-    ({"partition": "debug\n#SBATCH --wrap=touch /tmp/x"}, "cluster.partition"),
-    ({"comment": "a\rb"}, "cluster.comment"),
-    ({"extra": ["mail-user=a\nrm -rf x"]}, "cluster.extra"),
-    ({"extra": ["bad key=1"]}, "cluster.extra"),
-])
+@pytest.mark.parametrize(
+    "preset,key",
+    [
+        ({"partition": "debug\n#SBATCH --wrap=touch /tmp/x"}, "cluster.partition"),
+        ({"comment": "a\rb"}, "cluster.comment"),
+        ({"extra": ["mail-user=a\nrm -rf x"]}, "cluster.extra"),
+        ({"extra": ["bad key=1"]}, "cluster.extra"),
+    ],
+)
 def test_hostile_cluster_values_are_refused(preset, key, tmp_path, capsys):
     """A shared cluster preset file with a newline in a value would add a line to the batch script."""
     import yaml
@@ -98,11 +113,18 @@ def test_hostile_cluster_values_are_refused(preset, key, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("override,key", [
-    ("optim.epochs=0", "optim.epochs"), ("optim.batch_size=0", "optim.batch_size"), ("data.n_local=-1", "data.n_local"),
-    ("backbone.img_size=0", "backbone.img_size"), ("data.global_scale=[1.0,0.2]", "data.global_scale"),
-    ("optim.lr=-0.1", "optim.lr"), ("data.aug.jitter_p=1.5", "data.aug.jitter_p"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optim.epochs=0", "optim.epochs"),
+        ("optim.batch_size=0", "optim.batch_size"),
+        ("data.n_local=-1", "data.n_local"),
+        ("backbone.img_size=0", "backbone.img_size"),
+        ("data.global_scale=[1.0,0.2]", "data.global_scale"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("data.aug.jitter_p=1.5", "data.aug.jitter_p"),
+    ],
+)
 def test_numeric_keys_are_range_checked(override, key, tmp_path, capsys):
     assert main(["run", override, f"results_root={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err.strip()
@@ -113,8 +135,18 @@ def test_numeric_keys_are_range_checked(override, key, tmp_path, capsys):
 def test_a_diverging_run_stops_at_the_step_with_one_line(tiny, tmp_path, capsys):
     """lr 1e4 blows the weights up within a few steps: the run stops at that step (not at the epoch's end)
     naming it; metrics.json holds no bare NaN anywhere."""
-    rc = main(["run", *DINO_TINY, *tiny, "optim.lr=1e4", "optim.warmup_epochs=0", "optim.clip_grad=0",
-               "optim.epochs=3", f"run_dir={tmp_path / 'div'}"])
+    rc = main(
+        [
+            "run",
+            *DINO_TINY,
+            *tiny,
+            "optim.lr=1e4",
+            "optim.warmup_epochs=0",
+            "optim.clip_grad=0",
+            "optim.epochs=3",
+            f"run_dir={tmp_path / 'div'}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "diverged at step" in err, err
     assert "precision=fp32" not in err  # an fp32 run is not told to use fp32
@@ -133,10 +165,10 @@ def test_nan_features_are_refused_and_metrics_json_is_strict(tmp_path):
     import math
 
     from ssl_bench.atomic import write_json
-    from ssl_bench.errors import UserError
-    from ssl_bench.evals.features import EvalContext, split_features
     from ssl_bench.config import build_config
     from ssl_bench.data.datasets import build_datasets
+    from ssl_bench.errors import UserError
+    from ssl_bench.evals.features import EvalContext, split_features
     from tests.conftest import TINY
 
     cfg = build_config(TINY + ["data.train_per_class=4", "data.test_per_class=2"])
@@ -180,8 +212,11 @@ def test_report_skips_a_corrupt_run_and_names_it(tmp_path):
     root = make_runs(tmp_path / "runs")
     (root / "dino-s0" / "metrics.json").write_text("{ not json")
     (root / "simclr-s1" / "config.yaml").write_text("method: [")
-    r = subprocess.run([sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "skipped 2 run folder(s)" in r.stderr and "dino-s0" in r.stderr and "simclr-s1" in r.stderr
     assert "Traceback" not in r.stderr and "(n=1)" in r.stdout
@@ -253,8 +288,15 @@ def test_evaluation_data_is_checked_before_training(tmp_path, capsys):
     root = make_image_folder(tmp_path / "f", classes=2)
     bad = root / "test" / "class1" / "003.png"
     bad.write_bytes(b"not a png")
-    common = ["dataset=imagefolder", f"data.root={root}", "backbone.img_size=16", "backbone.patch_size=4",
-              "optim.batch_size=4", f"results_root={tmp_path / 'runs'}", "progress=false"]
+    common = [
+        "dataset=imagefolder",
+        f"data.root={root}",
+        "backbone.img_size=16",
+        "backbone.patch_size=4",
+        "optim.batch_size=4",
+        f"results_root={tmp_path / 'runs'}",
+        "progress=false",
+    ]
     assert main(["run", *common]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "003.png" in err

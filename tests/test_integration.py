@@ -15,6 +15,7 @@ its teacher at init); BYOL with a 30x predictor LR 0.2740 at 93 steps, 0.2760 at
 prototypes at temperature 0.2 above init from epoch 5 of 12 (0.2777 at 12). Multi-crop DINO and SwAV
 are covered by the unit tests and by the protocol run (4 local crops).
 """
+
 import pytest
 
 from ssl_bench.config import build_config
@@ -24,19 +25,39 @@ from tests.conftest import CIFAR10, HORSE, requires_cifar, requires_horse
 pytestmark = [pytest.mark.integration, requires_cifar]
 
 BUDGET = [
-    "preset=cifar10-cpu", f"data.root={CIFAR10}", "backbone.depth=2", "data.train_per_class=200",
-    "data.test_per_class=100", "optim.batch_size=64", "optim.epochs=3", "data.num_workers=0", "progress=false",
-    "seed=0", "eval.knn_k=[20]",
+    "preset=cifar10-cpu",
+    f"data.root={CIFAR10}",
+    "backbone.depth=2",
+    "data.train_per_class=200",
+    "data.test_per_class=100",
+    "optim.batch_size=64",
+    "optim.epochs=3",
+    "data.num_workers=0",
+    "progress=false",
+    "seed=0",
+    "eval.knn_k=[20]",
 ]
 METHOD_OVERRIDES = {
     "dino": ["method=dino", "data.n_local=0", "optim.epochs=12", "data.augment=device", "data.test_per_class=1000"],
     "simclr": ["method=simclr"],
-    "byol": ["method=byol", "method.predictor_lr_mult=30", "optim.epochs=6", "data.augment=device",
-             "data.test_per_class=1000"],
+    "byol": [
+        "method=byol",
+        "method.predictor_lr_mult=30",
+        "optim.epochs=6",
+        "data.augment=device",
+        "data.test_per_class=1000",
+    ],
     "moco": ["method=moco"],
     "moco_v3": ["method=moco_v3"],
-    "swav": ["method=swav", "data.n_local=0", "method.n_prototypes=30", "method.temperature=0.2", "optim.epochs=8",
-             "data.augment=device", "data.test_per_class=1000"],
+    "swav": [
+        "method=swav",
+        "data.n_local=0",
+        "method.n_prototypes=30",
+        "method.temperature=0.2",
+        "optim.epochs=8",
+        "data.augment=device",
+        "data.test_per_class=1000",
+    ],
 }
 # Margins measured on this budget (seed 0; deterministic, same numbers in repeated runs): on the 1,000
 # queries (init 0.2960) simclr 0.3050, moco v2 0.3070, moco v3 0.3130; on all 10,000 test images (init
@@ -65,7 +86,9 @@ def test_beats_random_init_on_cifar10_knn(name, tmp_path_factory, runs):
     print(f"{name}: k-NN top-1 {trained:.4f} vs random init {init:.4f}")
     log = result.run_dir.read_train_log()
     assert log[-1]["loss"] < log[0]["loss"]
-    assert trained > init + MARGIN[name], f"{name}: {trained:.4f} does not beat random init {init:.4f} by {MARGIN[name]}"
+    assert trained > init + MARGIN[name], (
+        f"{name}: {trained:.4f} does not beat random init {init:.4f} by {MARGIN[name]}"
+    )
 
 
 def test_dino_trains_without_collapse(tmp_path_factory, runs):

@@ -1,6 +1,7 @@
 """The import graph follows the layers (docs/extending.md, shared DESIGN): a module imports only from its
 own layer or the ones below. Arrows that still break the order are listed in KNOWN, to be removed one by
 one; a new arrow fails, and so does a KNOWN arrow that no longer exists (the list stays honest)."""
+
 from __future__ import annotations
 
 import ast
@@ -8,17 +9,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # package-dir mapping of pyproject.toml: top-level plug-in folders install into the ssl_bench namespace
-ROOTS = {"ssl_bench": REPO / "ssl_bench", "ssl_bench.methods": REPO / "methods", "ssl_bench.evals": REPO / "evals",
-         "ssl_bench.slurm": REPO / "slurm"}
+ROOTS = {
+    "ssl_bench": REPO / "ssl_bench",
+    "ssl_bench.methods": REPO / "methods",
+    "ssl_bench.evals": REPO / "evals",
+    "ssl_bench.slurm": REPO / "slurm",
+}
 LAYERS = [  # lowest first; a module belongs to the longest matching prefix
-    ("ssl_bench", 0), ("ssl_bench.errors", 0), ("ssl_bench.atomic", 0),
-    ("ssl_bench.registry", 1), ("ssl_bench.schedules", 1), ("ssl_bench.dist", 1),
-    ("ssl_bench.config", 2), ("ssl_bench.presets", 2), ("ssl_bench.overrides", 2),
-    ("ssl_bench.data", 3), ("ssl_bench.backbones", 3), ("ssl_bench.results", 3),
-    ("ssl_bench.methods", 4), ("ssl_bench.evals", 4),
+    ("ssl_bench", 0),
+    ("ssl_bench.errors", 0),
+    ("ssl_bench.atomic", 0),
+    ("ssl_bench.registry", 1),
+    ("ssl_bench.schedules", 1),
+    ("ssl_bench.dist", 1),
+    ("ssl_bench.config", 2),
+    ("ssl_bench.presets", 2),
+    ("ssl_bench.overrides", 2),
+    ("ssl_bench.data", 3),
+    ("ssl_bench.backbones", 3),
+    ("ssl_bench.results", 3),
+    ("ssl_bench.methods", 4),
+    ("ssl_bench.evals", 4),
     ("ssl_bench.engine", 5),
     ("ssl_bench.report", 6),
-    ("ssl_bench.slurm", 7), ("ssl_bench.sweep", 7), ("ssl_bench.engine.launch", 7),
+    ("ssl_bench.slurm", 7),
+    ("ssl_bench.sweep", 7),
+    ("ssl_bench.engine.launch", 7),
     ("ssl_bench.__main__", 8),
 ]
 # (importer, imported) arrows against the order that are still there (none today)
@@ -54,8 +70,9 @@ def arrows() -> set[tuple[str, str]]:
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # `from pkg import mod` imports the module; `from mod import name` the module itself
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names
+                ]
             for t in targets:
                 if t in mods and t != name:
                     found.add((name, t))
@@ -78,6 +95,10 @@ def test_the_graph_sees_module_and_function_level_imports():
 
 
 def test_methods_and_evals_never_import_the_engine():
-    bad = {(a, b) for a, b in arrows() if a.startswith(("ssl_bench.methods", "ssl_bench.evals"))
-           and b.startswith(("ssl_bench.engine", "ssl_bench.report", "ssl_bench.slurm", "ssl_bench.__main__"))}
+    bad = {
+        (a, b)
+        for a, b in arrows()
+        if a.startswith(("ssl_bench.methods", "ssl_bench.evals"))
+        and b.startswith(("ssl_bench.engine", "ssl_bench.report", "ssl_bench.slurm", "ssl_bench.__main__"))
+    }
     assert not bad, bad

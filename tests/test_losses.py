@@ -36,8 +36,9 @@ def nt_xent(a, b, t):
 
 
 def test_simclr_nt_xent():
-    cfg, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3",
-                "method.loss_reduction=sum")
+    cfg, m = _m(
+        "simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3", "method.loss_reduction=sum"
+    )
     v = _views()
     torch.manual_seed(0)
     out = m.training_step(v, _st(m))["loss"]
@@ -46,8 +47,9 @@ def test_simclr_nt_xent():
     z = multicrop_forward(lambda x: m.projector(m.backbone(x)), v)
     # the reference sums the two directions (simclr objective.py: loss_a + loss_b); nt_xent averages them
     assert torch.allclose(out, 2 * nt_xent(z[0], z[1], 0.3), atol=1e-5)
-    _, m = _m("simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3",
-              "method.loss_reduction=mean")
+    _, m = _m(
+        "simclr", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.3", "method.loss_reduction=mean"
+    )
     z = multicrop_forward(lambda x: m.projector(m.backbone(x)), v)
     assert torch.allclose(m.training_step(v, _st(m))["loss"], nt_xent(z[0], z[1], 0.3), atol=1e-5)
 
@@ -71,8 +73,14 @@ def _infonce(q, k, queue, t=0.2):
 
 def test_moco_v2_one_direction_and_n_keys_per_step():
     """Reference moco/builder.py: q from the first view, k from the second, the batch's N keys enqueued."""
-    cfg, m = _m("moco", "method.out_dim=16", "method.hidden_dim=16", "method.queue_size=32", "method.temperature=0.2",
-                "method.symmetric=false")
+    cfg, m = _m(
+        "moco",
+        "method.out_dim=16",
+        "method.hidden_dim=16",
+        "method.queue_size=32",
+        "method.temperature=0.2",
+        "method.symmetric=false",
+    )
     v = _views()
     queue0 = m.queue.clone()
     out = m.training_step(v, _st(m))["loss"]
@@ -102,8 +110,14 @@ def test_moco_v2_symmetric_has_a_queue_per_view():
 
 
 def test_moco_v3_symmetric_in_batch_loss():
-    cfg, m = _m("moco", "method.version=3", "method.out_dim=16", "method.hidden_dim=16", "method.temperature=0.2",
-                "method.loss_reduction=sum")
+    cfg, m = _m(
+        "moco",
+        "method.version=3",
+        "method.out_dim=16",
+        "method.hidden_dim=16",
+        "method.temperature=0.2",
+        "method.loss_reduction=sum",
+    )
     v = _views()
     out = m.training_step(v, _st(m))["loss"]
     q = multicrop_forward(lambda x: m.predictor(m.query(x)), v)
@@ -130,8 +144,14 @@ def sinkhorn_ref(scores, eps, iters):
 
 
 def test_swav_swapped_prediction():
-    cfg, m = _m("swav", "data.n_local=2", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
-                "data.local_size=8")
+    cfg, m = _m(
+        "swav",
+        "data.n_local=2",
+        "method.out_dim=16",
+        "method.hidden_dim=16",
+        "method.n_prototypes=10",
+        "data.local_size=8",
+    )
     g = torch.Generator().manual_seed(0)
     v = _views() + [torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)]
     out = m.training_step(v, _st(m))["loss"]
@@ -158,8 +178,14 @@ def test_swav_swapped_prediction():
 def test_swav_queue_joins_the_sinkhorn_step_once_full():
     """queue_size=16, batch 8: two steps fill it; from then on each global view's codes come from
     Sinkhorn over [batch scores; queue scores] (first b rows kept), as in the reference main_swav.py."""
-    cfg, m = _m("swav", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
-                "method.queue_size=16", "method.queue_start_epoch=0")
+    cfg, m = _m(
+        "swav",
+        "method.out_dim=16",
+        "method.hidden_dim=16",
+        "method.n_prototypes=10",
+        "method.queue_size=16",
+        "method.queue_start_epoch=0",
+    )
     m.eval()  # fixed BN statistics, so re-running the forward below reproduces the step's scores
     no_queue = [m.training_step(_views(seed=s), _st(m))["loss"] for s in (0, 1)]
     assert int(m.queue_filled) == 16 and int(m.queue_ptr) == 0
@@ -182,8 +208,13 @@ def test_swav_queue_joins_the_sinkhorn_step_once_full():
 
 
 def test_swav_prototypes_frozen_for_a_fraction_of_the_first_epoch():
-    cfg, m = _m("swav", "method.out_dim=16", "method.hidden_dim=16", "method.n_prototypes=10",
-                "method.freeze_prototypes_epochs=0.5")
+    cfg, m = _m(
+        "swav",
+        "method.out_dim=16",
+        "method.hidden_dim=16",
+        "method.n_prototypes=10",
+        "method.freeze_prototypes_epochs=0.5",
+    )
     for step, frozen in ((4, True), (5, False)):
         st = StepState(step, 0, 10, 20, {})
         m.zero_grad()

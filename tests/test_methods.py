@@ -1,4 +1,5 @@
 """Contract tests parametrized over the method registry: a new method file is tested by adding it."""
+
 import pytest
 import torch
 
@@ -23,7 +24,8 @@ def _method(name, extra, n_local):
 def _views(n_local, b=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 3, 16, 16, generator=g) for _ in range(2)] + [
-        torch.randn(b, 3, 8, 8, generator=g) for _ in range(n_local)]
+        torch.randn(b, 3, 8, 8, generator=g) for _ in range(n_local)
+    ]
 
 
 def _two_steps(cfg, m, n_local):
@@ -53,7 +55,7 @@ def test_two_steps_finite_ema_moves_state_round_trips(name, extra, n_local):
     assert m.view_spec().n_local == n_local
     targets_before = [[p.detach().clone() for p in t.parameters()] for _, t in m.ema_pairs()]
     losses = _two_steps(cfg, m, n_local)
-    assert all(torch.isfinite(l) for l in losses)
+    assert all(torch.isfinite(x) for x in losses)
     for (online, target), before in zip(m.ema_pairs(), targets_before):
         assert all(not p.requires_grad and p.grad is None for p in target.parameters())
         assert any(not torch.equal(a, b) for a, b in zip(before, target.parameters())), "EMA target did not move"

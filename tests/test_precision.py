@@ -1,5 +1,6 @@
 """bf16 autocast (precision=bf16) against fp32 on a fixed batch: same weights, same views, the loss
 and the gradients agree to bf16 accuracy for every registered method."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """The mechanics the recipes rely on: targets without stochastic depth, MoCo's shuffle-BN and per-backbone
 v3 settings, DINO's per-parameter clip, LARS with solo-learn's clip_lr, and one crop policy for both paths."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,11 @@ from tests.conftest import TINY
 
 
 def _method(*over):
-    base = [o for o in TINY if not o.startswith("backbone")] if any(o.startswith("backbone=resnet") for o in over) else TINY
+    base = (
+        [o for o in TINY if not o.startswith("backbone")]
+        if any(o.startswith("backbone=resnet") for o in over)
+        else TINY
+    )
     cfg = resolve(build_config(base + list(over)))
     return cfg, build_method(cfg)
 
@@ -38,8 +43,15 @@ def test_target_network_has_no_stochastic_depth(name, target):
 def test_moco_v2_shuffle_bn_groups_keys_in_shuffled_sub_batches():
     """ResNet keys go through shuffled sub-batches with their own BN statistics (moco/builder.py
     _batch_shuffle_ddp); without shuffle-BN the key of a sample depends on its batch neighbours alone."""
-    cfg, m = _method("method=moco", "backbone=resnet18", "backbone.img_size=16", "method.out_dim=8",
-                     "method.hidden_dim=16", "method.shuffle_bn_groups=4", "method.symmetric=false")
+    cfg, m = _method(
+        "method=moco",
+        "backbone=resnet18",
+        "backbone.img_size=16",
+        "method.out_dim=8",
+        "method.hidden_dim=16",
+        "method.shuffle_bn_groups=4",
+        "method.symmetric=false",
+    )
     assert m.shuffle and not m.sync_batchnorm()
     m.train()
     x = torch.randn(16, 3, 16, 16)
@@ -67,8 +79,9 @@ def test_moco_v3_settings_follow_the_backbone():
     """moco-v3 builder.py: ViT 3-layer projector, ResNet 2-layer; main_moco.py T 1.0 (ResNet) / CONFIG.md 0.2 (ViT)."""
     stable = ["method.vit_frozen_patch_embed=true", "method.vit_sincos_pos_embed=true"]  # off in the CPU demo recipe
     _, vit = _method("method=moco_v3", "method.hidden_dim=16", "method.out_dim=8", *stable)
-    _, rn = _method("method=moco_v3", "backbone=resnet18", "backbone.img_size=16", "method.hidden_dim=16",
-                    "method.out_dim=8")
+    _, rn = _method(
+        "method=moco_v3", "backbone=resnet18", "backbone.img_size=16", "method.hidden_dim=16", "method.out_dim=8"
+    )
     linears = lambda head: sum(isinstance(x, torch.nn.Linear) for x in head.modules())  # noqa: E731
     assert (vit.temperature, linears(vit.query.head)) == (0.2, 3)
     assert (rn.temperature, linears(rn.query.head)) == (1.0, 2)
@@ -105,8 +118,13 @@ def test_lars_clip_lr_matches_solo_learn():
     w, b = torch.nn.Parameter(torch.randn(4, 4)), torch.nn.Parameter(torch.randn(4))
     gw, gb = torch.randn(4, 4) * 0.01, torch.randn(4)
     lr, wd, eta = 0.5, 1e-4, 0.02
-    opt = LARS([{"params": [w], "weight_decay": wd}, {"params": [b], "weight_decay": 0.0}], lr=lr, momentum=0.0,
-               trust_coefficient=eta, clip_lr=True)
+    opt = LARS(
+        [{"params": [w], "weight_decay": wd}, {"params": [b], "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.0,
+        trust_coefficient=eta,
+        clip_lr=True,
+    )
     w0, b0 = w.detach().clone(), b.detach().clone()
     w.grad, b.grad = gw.clone(), gb.clone()
     opt.step()
@@ -146,8 +164,9 @@ def test_eval_preprocessing_is_dino_s_under_the_paper_recipes():
     assert (cfg.eval.crop_fraction, cfg.eval.interpolation) == (0.875, "bicubic")
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
     got = EvalImage(224, cfg.eval.crop_fraction, cfg.eval.interpolation)(img)
-    ref = T.Compose([T.ToImage(), T.Resize(256, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-                     T.CenterCrop(224)])(img)
+    ref = T.Compose(
+        [T.ToImage(), T.Resize(256, interpolation=T.InterpolationMode.BICUBIC, antialias=True), T.CenterCrop(224)]
+    )(img)
     assert got.shape == (3, 224, 224) and torch.equal(got, ref.as_subclass(torch.Tensor))
 
 
@@ -161,7 +180,7 @@ def test_linear_probe_reads_the_last_blocks_as_dino_does():
         four = ProbeFeatures(enc, 4, avgpool=False)(x)
         assert four.shape == (3, 4 * enc.embed_dim)
         # the last block's normed CLS is the encoder's own output, last in the concatenation
-        assert torch.allclose(four[:, -enc.embed_dim:], enc(x), atol=1e-5)
+        assert torch.allclose(four[:, -enc.embed_dim :], enc(x), atol=1e-5)
         one_avg = ProbeFeatures(enc, 1, avgpool=True)(x)
         assert torch.allclose(one_avg, torch.cat([enc(x), enc.patch_features(x).mean(dim=(1, 2))], 1), atol=1e-5)
 

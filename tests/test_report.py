@@ -6,12 +6,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from ssl_bench.report.tables import summary_table
 from ssl_bench.errors import UserError
+from ssl_bench.report.tables import summary_table
 from ssl_bench.results import load_runs
 
 FIXTURE = {  # (method, seed) -> knn top1
-    ("dino", 0): 0.50, ("dino", 1): 0.60, ("simclr", 0): 0.40, ("simclr", 1): 0.44,
+    ("dino", 0): 0.50,
+    ("dino", 1): 0.60,
+    ("simclr", 0): 0.40,
+    ("simclr", 1): 0.44,
 }
 
 
@@ -19,11 +22,19 @@ def make_runs(root):
     for (method, seed), acc in FIXTURE.items():
         d = root / f"{method}-s{seed}"
         d.mkdir(parents=True)
-        cfg = {"method": {"name": method, "centering": True}, "backbone": {"name": "vit_tiny"}, "dataset": "cifar10",
-               "seed": seed, "optim": {"epochs": 3}}
+        cfg = {
+            "method": {"name": method, "centering": True},
+            "backbone": {"name": "vit_tiny"},
+            "dataset": "cifar10",
+            "seed": seed,
+            "optim": {"epochs": 3},
+        }
         (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-        rows = [{"eval": "knn", "metric": "top1", "value": acc}, {"eval": "knn@init", "metric": "top1", "value": 0.3},
-                {"eval": "train", "metric": "collapsed", "value": 0.0}]
+        rows = [
+            {"eval": "knn", "metric": "top1", "value": acc},
+            {"eval": "knn@init", "metric": "top1", "value": 0.3},
+            {"eval": "train", "metric": "collapsed", "value": 0.0},
+        ]
         (d / "metrics.json").write_text(json.dumps(rows))
         log = [{"epoch": e, "loss": 5.0 - e - seed * 0.1, "teacher_entropy": 3.0, "kl": 1.0} for e in (1, 2, 3)]
         (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
@@ -32,8 +43,19 @@ def make_runs(root):
 
 def test_tidy_frame_and_mean_std(tmp_path):
     df = load_runs(make_runs(tmp_path / "runs"))
-    assert set(df.columns) >= {"run_id", "method", "backbone", "dataset", "epochs", "seed", "eval", "metric",
-                               "value", "collapsed", "method.centering"}
+    assert set(df.columns) >= {
+        "run_id",
+        "method",
+        "backbone",
+        "dataset",
+        "epochs",
+        "seed",
+        "eval",
+        "metric",
+        "value",
+        "collapsed",
+        "method.centering",
+    }
     assert len(df) == 12
     table = summary_table(df, ["knn/top1"])
     dino = table[table["method"] == "dino"]["knn/top1"].item()
@@ -46,8 +68,9 @@ def test_tidy_frame_and_mean_std(tmp_path):
 
 def test_report_and_plot_commands_write_files(tmp_path):
     root = make_runs(tmp_path / "runs")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True,
-                                    cwd=tmp_path)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True, cwd=tmp_path
+    )
     r = run("report", f"results_root={root}", f"out={tmp_path / 'tables'}")
     assert r.returncode == 0, r.stderr
     assert "0.5500 ± 0.0707 (n=2)" in r.stdout
@@ -72,14 +95,28 @@ def test_report_and_plot_commands_write_files(tmp_path):
 
 def test_every_plot_kind_from_a_real_tiny_run(tmp_path):
     """knn_curve (eval.knn_every) and attention (a ViT checkpoint) come from an actual run, not fixtures."""
+    from ssl_bench.__main__ import main
     from tests.conftest import TINY
 
-    from ssl_bench.__main__ import main
-
     root = tmp_path / "runs"
-    assert main(["run", "method=dino", "optim.epochs=2", "data.train_per_class=16", "eval.knn_every=1",
-                 "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=2",
-                 *TINY, f"results_root={root}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "method=dino",
+                "optim.epochs=2",
+                "data.train_per_class=16",
+                "eval.knn_every=1",
+                "method.out_dim=64",
+                "method.hidden_dim=32",
+                "method.bottleneck_dim=16",
+                "data.n_local=2",
+                *TINY,
+                f"results_root={root}",
+            ]
+        )
+        == 0
+    )
     run_dir = next(root.iterdir())
     fig = tmp_path / "fig"
     for kind in ("bar", "knn_curve", "loss", "all"):
@@ -99,8 +136,14 @@ def test_report_puts_the_benchmark_s_published_number_beside_ours(tmp_path):
     for method, preset, acc in (("byol", "cifar10", 0.41), ("simclr", "cifar10", 0.40), ("dino", "cifar10-cpu", 0.3)):
         d = root / f"{method}-{preset}"
         d.mkdir(parents=True)
-        cfg = {"method": {"name": method}, "backbone": {"name": "resnet18"}, "dataset": "cifar10", "preset": preset,
-               "seed": 0, "optim": {"epochs": 2}}
+        cfg = {
+            "method": {"name": method},
+            "backbone": {"name": "resnet18"},
+            "dataset": "cifar10",
+            "preset": preset,
+            "seed": 0,
+            "optim": {"epochs": 2},
+        }
         (d / "config.yaml").write_text(yaml.safe_dump(cfg))
         (d / "metrics.json").write_text(json.dumps([{"eval": "linear", "metric": "top1", "value": acc}]))
     table, sources = add_published(summary_table(load_runs(root), ["linear/top1"]), ["linear/top1"])
@@ -128,11 +171,20 @@ def make_setting_runs(root, settings):
     for i, (lr, tt, seed, acc) in enumerate(settings):
         d = root / f"run{i}"
         d.mkdir(parents=True)
-        cfg = {"method": {"name": "dino", "teacher_temp": tt}, "backbone": {"name": "vit_tiny"}, "dataset": "cifar10",
-               "seed": seed, "optim": {"epochs": 3, "lr": lr}, "run_dir": str(d), "results_root": str(root)}
+        cfg = {
+            "method": {"name": "dino", "teacher_temp": tt},
+            "backbone": {"name": "vit_tiny"},
+            "dataset": "cifar10",
+            "seed": seed,
+            "optim": {"epochs": 3, "lr": lr},
+            "run_dir": str(d),
+            "results_root": str(root),
+        }
         (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-        rows = [{"eval": "knn", "metric": "top1", "value": acc}, {"eval": "train", "metric": "collapsed",
-                                                                   "value": float(acc < 0.2)}]
+        rows = [
+            {"eval": "knn", "metric": "top1", "value": acc},
+            {"eval": "train", "metric": "collapsed", "value": float(acc < 0.2)},
+        ]
         (d / "metrics.json").write_text(json.dumps(rows))
     return root
 
@@ -160,8 +212,9 @@ def test_runs_that_differ_in_a_setting_are_never_pooled(tmp_path):
 
 def test_report_command_filters_any_config_key_and_writes_numbers(tmp_path):
     root = make_setting_runs(tmp_path / "runs", [(1e-3, 0.02, 0, 0.30), (2e-3, 0.03, 0, 0.60), (1e-3, 0.02, 1, 0.40)])
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True,
-                                    cwd=tmp_path)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "ssl_bench", *a], capture_output=True, text=True, cwd=tmp_path
+    )
     r = run("report", f"results_root={root}", f"out={tmp_path / 't'}")
     assert r.returncode == 0, r.stderr
     assert "rows also differ in: method.teacher_temp, optim.lr" in r.stdout
@@ -177,8 +230,13 @@ def test_report_command_filters_any_config_key_and_writes_numbers(tmp_path):
 def test_latex_is_escaped_and_wide_tables_are_split(tmp_path):
     from ssl_bench.report.tables import to_latex
 
-    table = pd.DataFrame({"method": ["a_b&c", "x%y"], "dataset": ["cifar10", "cifar10"],
-                          **{f"knn/top1_k{k}": ["0.1 ± 0.0 (n=2)", "0.2 (n=1)"] for k in range(7)}})
+    table = pd.DataFrame(
+        {
+            "method": ["a_b&c", "x%y"],
+            "dataset": ["cifar10", "cifar10"],
+            **{f"knn/top1_k{k}": ["0.1 ± 0.0 (n=2)", "0.2 (n=1)"] for k in range(7)},
+        }
+    )
     tex = to_latex(table, "Runs of 50% & more", keys=["method", "dataset"])
     assert r"a\_b\&c" in tex and r"x\%y" in tex and r"50\% \& more" in tex and r"$\pm$" in tex
     assert tex.count(r"\begin{tabular}") == 2 and "(part 2 of 2)" in tex  # 7 value columns: 5 + 2
@@ -193,7 +251,10 @@ def test_a_collapsed_run_marks_every_number_of_its_row(tmp_path):
     table = summary_table(load_runs(root), ["knn/top1"])  # the collapsed column is not even shown
     cells = dict(zip(table["optim.lr"], table["knn/top1"]))
     assert cells["0.001"].endswith(COLLAPSED) and not cells["0.002"].endswith(COLLAPSED)
-    r = subprocess.run([sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "ssl_bench", "report", f"results_root={root}", f"out={tmp_path / 't'}"],
+        capture_output=True,
+        text=True,
+    )
     assert "a run of this row collapsed" in r.stdout and "1/2" in r.stdout
     assert r"\dag" in (tmp_path / "t" / "summary.tex").read_text()

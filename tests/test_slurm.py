@@ -1,6 +1,7 @@
 """Against a real one-node SLURM cluster (slurm/local_cluster.sh, started by the README's test
 command): a 2-task DDP job equals a 1-process run, a requeued job resumes from its checkpoint with one
 result, and a sweep becomes a job array that status and report follow."""
+
 import json
 import os
 import subprocess
@@ -19,10 +20,23 @@ from ssl_bench.slurm.submit import parse_time_minutes, slurm_job_state, submit_r
 
 needs_cluster = pytest.mark.usefixtures("slurm_cluster")
 
-TINY_RUN = ["method=dino", "backbone.img_size=16", "backbone.depth=1", "data.local_size=8", "optim.batch_size=16",
-            "progress=false", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=2",
-            "data.train_per_class=8", "data.test_per_class=4", "eval.knn_k=[5]", "eval.baseline=false",
-            "data.num_workers=0"]
+TINY_RUN = [
+    "method=dino",
+    "backbone.img_size=16",
+    "backbone.depth=1",
+    "data.local_size=8",
+    "optim.batch_size=16",
+    "progress=false",
+    "method.out_dim=64",
+    "method.hidden_dim=32",
+    "method.bottleneck_dim=16",
+    "data.n_local=2",
+    "data.train_per_class=8",
+    "data.test_per_class=4",
+    "eval.knn_k=[5]",
+    "eval.baseline=false",
+    "data.num_workers=0",
+]
 
 
 def _state(run_dir):
@@ -66,8 +80,9 @@ def test_bad_partition_and_impossible_request_leave_nothing(tmp_path):
 @needs_cluster
 def test_two_task_ddp_job_equals_one_process(tmp_path):
     t0 = time.time()
-    job, run = submit_run(build_config(TINY_RUN + ["optim.epochs=2", "launcher=slurm", "cluster=local",
-                                                   f"run_dir={tmp_path / 'slurm'}"]))
+    job, run = submit_run(
+        build_config(TINY_RUN + ["optim.epochs=2", "launcher=slurm", "cluster=local", f"run_dir={tmp_path / 'slurm'}"])
+    )
     assert wait_for(job, run, poll_s=0.5) == 0
     status = json.loads((run.path / "status.json").read_text())
     assert status["world_size"] == 2 and status["state"] == "done"
@@ -93,8 +108,18 @@ def test_requeued_job_resumes_with_one_result(tmp_path, monkeypatch):
     # The job waits after step 4 until `release` exists (sbatch passes the environment on), so the requeue
     # always lands mid-training, whatever the machine's speed: no race with the job.
     monkeypatch.setenv(PAUSE_ENV, f"{pause_step}:{release}")
-    cfg = build_config(TINY_RUN + fast + [f"optim.epochs={epochs}", "checkpoint_every_steps=2", "launcher=slurm",
-                                   "cluster=local", "cluster.tasks_per_node=1", f"run_dir={tmp_path / 'rq'}"])
+    cfg = build_config(
+        TINY_RUN
+        + fast
+        + [
+            f"optim.epochs={epochs}",
+            "checkpoint_every_steps=2",
+            "launcher=slurm",
+            "cluster=local",
+            "cluster.tasks_per_node=1",
+            f"run_dir={tmp_path / 'rq'}",
+        ]
+    )
     job, run = submit_run(cfg)
     deadline = time.time() + 300
     while not (run.has_checkpoint() and _step(run.checkpoint) == pause_step):
@@ -126,7 +151,7 @@ def test_requeued_job_resumes_with_one_result(tmp_path, monkeypatch):
     keys = [(r["eval"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys))  # exactly one result row per metric
     assert dict(zip(keys, [r["value"] for r in rows]))[("slurm", "requeues")] >= 1
-    log = [json.loads(l) for l in (run.path / "train.jsonl").read_text().splitlines()]
+    log = [json.loads(ln) for ln in (run.path / "train.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
     # the requeued run ends exactly where an uninterrupted run ends
     monkeypatch.delenv(PAUSE_ENV)
@@ -140,9 +165,23 @@ def test_requeued_job_resumes_with_one_result(tmp_path, monkeypatch):
 def test_sweep_is_a_job_array_that_status_and_report_follow(tmp_path):
     env = {**os.environ}
     cmd = [sys.executable, "-m", "ssl_bench"]
-    r = subprocess.run(cmd + ["sweep", *TINY_RUN, "optim.epochs=1", "seed=0,1,2", "launcher=slurm", "cluster=local",
-                              "cluster.tasks_per_node=1", f"results_root={tmp_path / 'results' / 'runs'}"],
-                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    r = subprocess.run(
+        cmd
+        + [
+            "sweep",
+            *TINY_RUN,
+            "optim.epochs=1",
+            "seed=0,1,2",
+            "launcher=slurm",
+            "cluster=local",
+            "cluster.tasks_per_node=1",
+            f"results_root={tmp_path / 'results' / 'runs'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "as job array" in r.stdout
     manifest_path = next((tmp_path / "results" / "sweeps").glob("*.json"))
@@ -157,8 +196,13 @@ def test_sweep_is_a_job_array_that_status_and_report_follow(tmp_path):
             break
         time.sleep(1)
     assert "3 done" in out, out
-    rep = subprocess.run(cmd + ["report", f"results_root={tmp_path / 'results' / 'runs'}", "columns=knn/top1",
-                                f"out={tmp_path / 'tables'}"], capture_output=True, text=True, cwd=tmp_path)
+    rep = subprocess.run(
+        cmd
+        + ["report", f"results_root={tmp_path / 'results' / 'runs'}", "columns=knn/top1", f"out={tmp_path / 'tables'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert rep.returncode == 0 and "(n=3)" in rep.stdout, rep.stdout + rep.stderr
 
 
@@ -168,8 +212,13 @@ def test_ablate_uses_the_sweep_path_on_slurm(tmp_path):
     from ssl_bench.__main__ import main
 
     over = [o for o in TINY_RUN if not o.startswith("method=")] + [
-        "optim.epochs=1", "launcher=slurm", "cluster=local", "cluster.tasks_per_node=1",
-        f"results_root={tmp_path / 'results' / 'runs'}", f"out={tmp_path / 'out'}"]
+        "optim.epochs=1",
+        "launcher=slurm",
+        "cluster=local",
+        "cluster.tasks_per_node=1",
+        f"results_root={tmp_path / 'results' / 'runs'}",
+        f"out={tmp_path / 'out'}",
+    ]
     assert main(["ablate", "dino", *over]) == 0
     manifest = json.loads(next((tmp_path / "results" / "sweeps").glob("*.json")).read_text())
     assert len(manifest["members"]) == 4 and len({m["job_id"].split("_")[0] for m in manifest["members"]}) == 1

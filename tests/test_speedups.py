@@ -1,6 +1,7 @@
 """Each speed option computes the same thing as the plain path: channels_last ResNets, uint8 crops
 normalised on the device, and ``compile=true`` (compiled engine step vs eager); and keep_cpu_memory
 stops the page faults it is for."""
+
 import platform
 import subprocess
 import sys
@@ -76,8 +77,13 @@ def test_uint8_views_without_mean_std_are_refused():
 def test_compiled_step_equals_eager():
     """compile=true: two DINO engine steps (multi-crop: two resolutions, teacher under no_grad) give the
     eager losses and weights within float tolerance, and the checkpoint keys are unchanged."""
-    base = TINY + ["method=dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-                   "data.n_local=2"]
+    base = TINY + [
+        "method=dino",
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "data.n_local=2",
+    ]
     results = []
     for compiled in (False, True):
         cfg = resolve(build_config(base + [f"compile={compiled}"]))
@@ -117,8 +123,14 @@ def test_keep_cpu_memory_stops_page_faults_of_repeated_large_tensors():
     """keep_cpu_memory (on by default): after warm-up, six steps that each make and free 144 MiB of large
     tensors fault in less than one step's worth of pages in all (the heap is reused); with glibc's defaults
     every step maps, faults in and unmaps the 131 MiB above 32 MiB again."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
-                                       check=True).stdout.split()[-1]) for mode in ("default", "keep")}
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for mode in ("default", "keep")
+    }
     pages_per_step = (40 + 51 + 40) * 2**20 // 4096
     assert faults["default"] >= 6 * pages_per_step * 0.9, faults
     assert faults["keep"] < pages_per_step // 2, faults

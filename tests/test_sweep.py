@@ -3,7 +3,8 @@ import json
 import pandas as pd
 
 from ssl_bench.__main__ import main
-from ssl_bench.sweep import ablation_variants, expand_grid
+from ssl_bench.config import build_config
+from ssl_bench.sweep import ablation_grid, ablation_variants, expand_grid
 from tests.conftest import TINY
 
 
@@ -15,16 +16,28 @@ def test_expand_grid_keeps_bracketed_lists():
 
 
 def test_ablation_variants_switch_the_right_knobs():
-    v = ablation_variants(0.1, 0.04)
+    """DINO's grid is data (configs/ablations/dino.yaml), filled from the base config's temperatures."""
+    v = ablation_variants(
+        ablation_grid("dino"), build_config(["method=dino", "method.student_temp=0.1", "method.teacher_temp=0.04"])
+    )
     assert v["center+sharpen"] == ["method.centering=true", "method.teacher_temp=0.04"]
     assert "method.teacher_temp=0.1" in v["center only"] and "method.warmup_teacher_temp=0.1" in v["center only"]
     assert v["sharpen only"][0] == "method.centering=false"
 
 
 def test_ablate_runs_four_variants_and_writes_figure_and_table(tmp_path, capsys):
-    over = TINY + [f"results_root={tmp_path / 'runs'}", "optim.epochs=2", "data.train_per_class=8",
-                   "data.test_per_class=4", "eval.knn_k=[5]", "method.out_dim=64", "method.hidden_dim=32",
-                   "method.bottleneck_dim=16", "data.n_local=1", f"out={tmp_path / 'out'}"]
+    over = TINY + [
+        f"results_root={tmp_path / 'runs'}",
+        "optim.epochs=2",
+        "data.train_per_class=8",
+        "data.test_per_class=4",
+        "eval.knn_k=[5]",
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "data.n_local=1",
+        f"out={tmp_path / 'out'}",
+    ]
     assert main(["ablate", "dino", *over]) == 0
     table = pd.read_csv(tmp_path / "out" / "ablation_dino.csv")
     assert list(table["variant"]) == ["center+sharpen", "center only", "sharpen only", "neither"]

@@ -1,5 +1,6 @@
 """What a run records besides its metrics (provenance, TensorBoard), fp16 with a gradient scaler, and
 runs whose processes torchrun started."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,15 @@ from ssl_bench.engine.checkpoint import read_checkpoint
 from ssl_bench.results import RunDir
 from tests.conftest import TINY
 
-SMALL = ["method=simclr", "method.out_dim=16", "method.hidden_dim=32", "optim.epochs=2", "data.train_per_class=16",
-         "data.test_per_class=4", "evals=knn"]
+SMALL = [
+    "method=simclr",
+    "method.out_dim=16",
+    "method.hidden_dim=32",
+    "optim.epochs=2",
+    "data.train_per_class=16",
+    "data.test_per_class=4",
+    "evals=knn",
+]
 
 
 def _only_run(root):
@@ -37,8 +45,7 @@ def test_run_records_commit_packages_and_hardware(tmp_path):
 def test_tensorboard_scalars_per_step_and_per_epoch(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert main(["run", *SMALL, *TINY, "log.tensorboard=true", "log.every_steps=1",
-                 f"results_root={tmp_path}"]) == 0
+    assert main(["run", *SMALL, *TINY, "log.tensorboard=true", "log.every_steps=1", f"results_root={tmp_path}"]) == 0
     run = _only_run(tmp_path)
     acc = EventAccumulator(str(run.path / "tensorboard"))
     acc.Reload()
@@ -82,9 +89,23 @@ def test_torchrun_processes_join_one_run(tmp_path):
     """`torchrun --nproc_per_node=2 -m ssl_bench run ...` is one 2-process run (one folder, world size 2 in its
     provenance), and trains the same as `nproc=2` through the suite's own launcher."""
     args = [*SMALL, *TINY, "optim.epochs=1", "device=cpu"]
-    tr = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                         "ssl_bench", "run", *args, f"results_root={tmp_path / 'torchrun'}"],
-                        capture_output=True, text=True, timeout=600)
+    tr = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "ssl_bench",
+            "run",
+            *args,
+            f"results_root={tmp_path / 'torchrun'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert tr.returncode == 0, tr.stderr[-3000:]
     run = _only_run(tmp_path / "torchrun")
     prov = json.loads((run.path / "provenance.json").read_text())
@@ -92,8 +113,9 @@ def test_torchrun_processes_join_one_run(tmp_path):
     assert tr.stdout.count("run folder:") == 1  # rank 0 alone reports
     assert main(["run", *args, "nproc=2", f"results_root={tmp_path / 'spawn'}"]) == 0
     ref = _only_run(tmp_path / "spawn")
-    assert [r["loss"] for r in run.read_train_log()] == pytest.approx([r["loss"] for r in ref.read_train_log()],
-                                                                      rel=1e-5)
+    assert [r["loss"] for r in run.read_train_log()] == pytest.approx(
+        [r["loss"] for r in ref.read_train_log()], rel=1e-5
+    )
 
 
 def test_srun_environment_is_detected(monkeypatch):

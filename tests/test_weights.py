@@ -1,6 +1,7 @@
 """Backbones out of the suite (export -> timm / torchvision) and into it (eval weights=FILE)."""
-import json
+
 import argparse
+import json
 
 import pytest
 import timm
@@ -15,13 +16,33 @@ from ssl_bench.engine.weights import build_exported, read_weights
 from ssl_bench.results import RunDir, load_runs
 from tests.conftest import TINY
 
-RESNET = ["backbone=resnet18", "backbone.img_size=16", "data.global_size=16", "data.n_local=0",
-          "data.num_workers=0", "optim.batch_size=16", "progress=false"]
+RESNET = [
+    "backbone=resnet18",
+    "backbone.img_size=16",
+    "data.global_size=16",
+    "data.n_local=0",
+    "data.num_workers=0",
+    "optim.batch_size=16",
+    "progress=false",
+]
 
 
 def _train(root, method, extra):
-    assert main(["run", f"method={method}", "optim.epochs=1", "data.train_per_class=8", "data.test_per_class=4",
-                 "evals=knn", *extra, f"results_root={root}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                f"method={method}",
+                "optim.epochs=1",
+                "data.train_per_class=8",
+                "data.test_per_class=4",
+                "evals=knn",
+                *extra,
+                f"results_root={root}",
+            ]
+        )
+        == 0
+    )
     return next(p for p in root.iterdir() if p.is_dir())
 
 
@@ -33,8 +54,11 @@ def _suite_encoder(run_dir):
 
 @pytest.fixture(scope="module")
 def dino_run(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("dino") / "runs", "dino",
-                  [*TINY, "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=0"])
+    return _train(
+        tmp_path_factory.mktemp("dino") / "runs",
+        "dino",
+        [*TINY, "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "data.n_local=0"],
+    )
 
 
 def test_export_timm_round_trips_the_dino_teacher(dino_run, tmp_path):
@@ -79,8 +103,21 @@ def test_eval_weights_scores_the_file_like_the_run_it_came_from(dino_run, tmp_pa
     out = tmp_path / "enc.pt"
     assert main(["export", f"run={dino_run}", f"out={out}"]) == 0
     root = tmp_path / "scored"
-    assert main(["eval", f"weights={out}", "evals=knn", "data.train_per_class=8", "data.test_per_class=4",
-                 "data.num_workers=0", "progress=false", f"results_root={root}"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                f"weights={out}",
+                "evals=knn",
+                "data.train_per_class=8",
+                "data.test_per_class=4",
+                "data.num_workers=0",
+                "progress=false",
+                f"results_root={root}",
+            ]
+        )
+        == 0
+    )
     scored = {(r["eval"], r["metric"]): r["value"] for r in RunDir(next(root.iterdir())).read_metrics()}
     own = {(r["eval"], r["metric"]): r["value"] for r in RunDir(dino_run).read_metrics()}
     assert scored[("knn", "top1")] == own[("knn", "top1")]

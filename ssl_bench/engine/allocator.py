@@ -8,6 +8,7 @@ spent its gain on page faults: ~330,000 minor faults per DINO step at the benchm
 this setting (``benchmarks/allocator.py``, README). PyTorch has no caching allocator on the CPU;
 jemalloc or tcmalloc through ``LD_PRELOAD`` do the same job, this needs no install.
 """
+
 from __future__ import annotations
 
 import ctypes

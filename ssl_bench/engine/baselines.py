@@ -5,6 +5,7 @@ sweep over methods, the integration tests) get the same ``@init`` rows, so they 
 fingerprint of (weights, dataset, data, eval, backbone, seed, precision, device). The data fields only
 the training crops read are left out of it: a DINO and a BYOL run with other crops share the baseline.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,19 @@ log = logging.getLogger(__name__)
 
 _CACHE: "OrderedDict[str, list[dict]]" = OrderedDict()
 MAX_ENTRIES = 16
-TRAIN_ONLY_DATA = ("n_global", "n_local", "local_size", "global_scale", "local_scale", "blur", "solarize", "aug", "augment",
-                   "device_load_size", "normalize_on_device")
+TRAIN_ONLY_DATA = (
+    "n_global",
+    "n_local",
+    "local_size",
+    "global_scale",
+    "local_scale",
+    "blur",
+    "solarize",
+    "aug",
+    "augment",
+    "device_load_size",
+    "normalize_on_device",
+)
 
 
 def key(encoder: nn.Module, cfg: RunConfig, names: list[str], device: torch.device) -> str:
@@ -41,8 +53,10 @@ def get_or_compute(k: str, compute: Callable[[], list[dict]]) -> list[dict]:
     """The rows stored under ``k``, or ``compute()``'s, stored (the last ``MAX_ENTRIES`` are kept)."""
     if k in _CACHE:
         _CACHE.move_to_end(k)
-        log.info("random-init baseline: same initial weights and evaluation settings as an earlier run in "
-                 "this process, its rows reused")
+        log.info(
+            "random-init baseline: same initial weights and evaluation settings as an earlier run in "
+            "this process, its rows reused"
+        )
         return [dict(r) for r in _CACHE[k]]
     rows = compute()
     _CACHE[k] = [dict(r) for r in rows]

@@ -1,5 +1,6 @@
 """Evaluations of an encoder (one feature cache for all), of the same backbone at random initialisation,
 and of a finished run's checkpoint (``python -m ssl_bench eval run=...``)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -18,8 +19,9 @@ from ssl_bench.registry import EVALS
 from ssl_bench.results import RunDir
 
 
-def evaluate(cfg: RunConfig, device: torch.device, encoder: nn.Module, splits: DataSplits, names: list[str],
-         write=None) -> list[dict]:
+def evaluate(
+    cfg: RunConfig, device: torch.device, encoder: nn.Module, splits: DataSplits, names: list[str], write=None
+) -> list[dict]:
     """The rows of each named evaluation (one feature cache for all); ``write`` gets each eval's rows
     as soon as they exist."""
     from ssl_bench.evals.features import EvalContext
@@ -33,8 +35,10 @@ def evaluate(cfg: RunConfig, device: torch.device, encoder: nn.Module, splits: D
         rows += new
     return rows
 
-def evaluate_baseline(cfg: RunConfig, device: torch.device, splits: DataSplits, names: list[str],
-                  write=None) -> list[dict]:
+
+def evaluate_baseline(
+    cfg: RunConfig, device: torch.device, splits: DataSplits, names: list[str], write=None
+) -> list[dict]:
     """The ``@init`` rows: the same evaluations of the run's backbone at random initialisation,
     computed once per process for the same initial weights and evaluation settings (``baselines``)."""
     encoder = build_method(cfg).to(device).encoder()
@@ -55,8 +59,9 @@ def evaluate_baseline(cfg: RunConfig, device: torch.device, splits: DataSplits, 
 def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
     """Evaluate a finished run (its checkpoint) with the evals named in ``overrides``
     (``evals=knn,linear,seg`` plus any ``eval.*`` key); rows are merged into its metrics.json."""
-    from ssl_bench.config import load_config
     from omegaconf import OmegaConf
+
+    from ssl_bench.config import load_config
 
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():

@@ -1,14 +1,83 @@
-"""``launcher=local nproc=N``: DDP on this machine (one process per GPU, or N CPU processes on gloo)."""
+"""Starting runs: :func:`launch` is the one entry that ``run``, ``sweep`` and ``ablate`` use. It submits to
+SLURM (``launcher=slurm``: one job, or one job array for several runs) or trains here (``launcher=local``:
+one process, ``nproc=N`` DDP processes on this machine, or the processes torchrun / srun started)."""
+
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from ssl_bench.config import RunConfig
-from ssl_bench.results import RunDir
+from ssl_bench.results import RunDir, fresh_run_dir, unique_run_dirs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Launched:
+    """One started run: its folder, and its SLURM job (``launcher=slurm``) or its result (trained here;
+    ``result.metrics`` is empty on a process that is not rank 0)."""
+
+    run: RunDir
+    job: Any = None
+    result: Any = None
+    main: bool = True  # this process reports (rank 0 of a torchrun / srun group)
+
+    @property
+    def job_id(self) -> str | None:
+        return str(self.job.job_id) if self.job is not None else None
+
+
+def plan(cfgs: list[RunConfig]) -> list[RunConfig]:
+    """Every run's folder decided before anything starts (one unique folder per run)."""
+    return unique_run_dirs([fresh_run_dir(c) for c in cfgs])
+
+
+def launch(
+    cfgs: list[RunConfig],
+    array_folder: str | Path | None = None,
+    on_start: Callable[[int, RunConfig], None] | None = None,
+) -> list[Launched]:
+    """Start ``cfgs`` (all with the same launcher). SLURM: a single run is one job (logs in its folder),
+    several are one job array (submitit's files under ``array_folder``); returns at once. Local: the runs
+    train one after the other in this process (``on_start(i, cfg)`` before each) and return with results."""
+    if cfgs[0].launcher == "slurm":
+        from ssl_bench.slurm.submit import submit_array, submit_run
+
+        if len(cfgs) == 1 and array_folder is None:
+            job, run = submit_run(cfgs[0])
+            return [Launched(run, job=job)]
+        return [Launched(run, job=job) for job, run in submit_array(plan(cfgs), array_folder or ".")]
+    out = []
+    for i, cfg in enumerate(cfgs):
+        if on_start is not None:
+            on_start(i, cfg)
+        result, main = run_here(cfg)
+        out.append(Launched(result.run_dir, result=result, main=main))
+    return out
+
+
+def run_here(cfg: RunConfig):
+    """Train one run on this machine: joining the processes torchrun / srun started, as ``nproc`` spawned DDP
+    processes, or in this process. Returns (RunResult, whether this process is rank 0)."""
+    from ssl_bench.engine.train import train
+    from ssl_bench.errors import UserError
+
+    if env_launch():
+        if cfg.nproc > 1:
+            raise UserError(
+                f"nproc={cfg.nproc} inside a {env_launch()} launch: the processes are already started; drop nproc"
+            )
+        return run_env_group(cfg)
+    if cfg.nproc > 1:
+        return run_local_ddp(cfg), True
+    return train(cfg), True
 
 
 def _free_port() -> int:
@@ -22,8 +91,9 @@ def _worker(rank: int, world: int, port: int, cfg: RunConfig) -> None:
 
     from ssl_bench.engine.train import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     if cuda:
         torch.cuda.set_device(rank)
@@ -41,7 +111,6 @@ def run_local_ddp(cfg: RunConfig):
     import torch.multiprocessing as mp
 
     from ssl_bench.engine.setup import RunResult
-    from ssl_bench.slurm.submit import fresh_run_dir
 
     cfg = fresh_run_dir(cfg)
     mp.spawn(_worker, args=(cfg.nproc, _free_port(), cfg), nprocs=cfg.nproc, join=True)
@@ -66,7 +135,6 @@ def run_env_group(cfg: RunConfig):
     import torch.distributed as dist
 
     from ssl_bench.engine.train import train
-    from ssl_bench.slurm.submit import fresh_run_dir
 
     kind = env_launch()
     if kind == "srun":  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from the SLURM step (submitit's parser)

@@ -1,6 +1,7 @@
 """Optimisers of the recipes: AdamW (DINO, MoCo v3 ViT), SGD with momentum (MoCo v2), LARS (SimCLR,
 BYOL, SwAV, MoCo v3 ResNet and solo-learn's CIFAR recipes), the LR batch-scaling rules and gradient
 clipping (one global norm, or DINO's per parameter)."""
+
 from __future__ import annotations
 
 import math
@@ -68,7 +69,9 @@ def param_groups(module: nn.Module) -> list[dict]:
     for regularize in (True, False):
         for (reg, mult), params in groups.items():
             if reg == regularize:
-                out.append({"params": params, "regularize": reg, "lr_mult": mult, **({} if reg else {"weight_decay": 0.0})})
+                out.append(
+                    {"params": params, "regularize": reg, "lr_mult": mult, **({} if reg else {"weight_decay": 0.0})}
+                )
     return out
 
 
@@ -79,8 +82,14 @@ def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum, nesterov=o.nesterov)
     if o.optimizer == "lars":
-        return LARS(groups, lr=0.0, momentum=o.momentum, nesterov=o.nesterov, trust_coefficient=o.lars_eta,
-                    clip_lr=o.lars_clip_lr)
+        return LARS(
+            groups,
+            lr=0.0,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            trust_coefficient=o.lars_eta,
+            clip_lr=o.lars_clip_lr,
+        )
     return torch.optim.AdamW(groups, lr=0.0, betas=tuple(o.betas), foreach=True)
 
 

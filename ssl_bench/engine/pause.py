@@ -1,4 +1,5 @@
 """A fixed point in a run for tests that act on a running job (requeue, preemption) without racing it."""
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """Checks run before training, so that an evaluation that cannot succeed fails in seconds, not after
 hours of training: every evaluation image decodes, the linear probe has two classes, masks exist."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,10 @@ def preflight(cfg: RunConfig, splits: DataSplits) -> None:
     if "linear" in names:
         classes = set(targets_of(splits.bank))
         if len(classes) < 2:
-            raise UserError(f"the linear probe needs at least 2 classes in the training split; dataset "
-                            f"{cfg.dataset!r} has {len(classes)} (drop linear from evals)")
+            raise UserError(
+                f"the linear probe needs at least 2 classes in the training split; dataset "
+                f"{cfg.dataset!r} has {len(classes)} (drop linear from evals)"
+            )
     if "seg" in names:
         from ssl_bench.evals.segmentation import seg_pairs
 

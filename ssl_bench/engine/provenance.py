@@ -1,5 +1,6 @@
 """What a run was made with: code version, packages, hardware and launch, written to
 ``<run_dir>/provenance.json`` (one entry per start, so a resumed run shows every session)."""
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,25 @@ import torch
 from ssl_bench import dist as D
 from ssl_bench.atomic import write_json
 
-PACKAGES = ("ssl-bench", "torch", "torchvision", "timm", "lightly", "kornia", "numpy", "omegaconf", "pandas",
-            "scikit-learn", "submitit")
+PACKAGES = (
+    "ssl-bench",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightly",
+    "kornia",
+    "numpy",
+    "omegaconf",
+    "pandas",
+    "scikit-learn",
+    "submitit",
+)
 FILE = "provenance.json"
 
 
 def git_state(path: Path) -> dict:
     """The commit of the source tree at ``path`` and whether it had uncommitted changes (None outside git)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10)

@@ -1,5 +1,6 @@
 """Building a run: the resolved config, the device, the seeded method (the same seed always gives the
 same initial weights) and its distributed / compiled form."""
+
 from __future__ import annotations
 
 import random

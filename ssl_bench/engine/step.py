@@ -1,5 +1,6 @@
 """The engine's one optimisation step (schedules, autocast, backward, gradient all-reduce, clipping,
 optimizer, EMA), shared by the training loop and the benchmarks."""
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,14 @@ def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
     return DeviceMultiCrop(crop_policy(cfg.data), *mean_std).to(dev)
 
 
-def make_train_step(cfg: RunConfig, method: Method, opt: torch.optim.Optimizer, spe: int, dev: torch.device,
-                    mean_std: tuple | None = None):
+def make_train_step(
+    cfg: RunConfig,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    spe: int,
+    dev: torch.device,
+    mean_std: tuple | None = None,
+):
     """The engine's one optimisation step as a function of (views, step, epoch): schedules, forward
     under autocast, backward, method hooks, gradient all-reduce, clipping, AdamW, EMA. ``_train`` and
     ``benchmarks/throughput.py`` both call it, so the benchmark times exactly the engine's step.

@@ -1,5 +1,6 @@
 """Optional TensorBoard scalars (``log.tensorboard=true``): per step every ``log.every_steps`` steps
 and per epoch, written by the main process under ``<run_dir>/tensorboard``."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,9 @@ class Tracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("log.tensorboard=true needs the tensorboard package: pip install 'ssl-bench[tensorboard]'") \
-                from None
+            raise UserError(
+                "log.tensorboard=true needs the tensorboard package: pip install 'ssl-bench[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def step(self, step: int, out: dict, lr: float, wd: float, values: dict) -> None:

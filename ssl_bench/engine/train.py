@@ -1,6 +1,7 @@
 """The training loop shared by every method: the run folder, resume, the epoch loop with its checkpoints,
 and the evaluations at the end. Building blocks live beside it: ``setup`` (config, device, method),
 ``step`` (one optimisation step), ``evaluation`` (evaluations and ``eval run=``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,6 @@ import itertools
 import logging
 import shutil
 import time
-from pathlib import Path
 
 import torch
 import yaml
@@ -27,31 +27,29 @@ from ssl_bench.engine.guards import DivergenceGuard
 from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.engine.pause import pause_point, wait_at
 from ssl_bench.engine.preflight import preflight
-from ssl_bench.engine.setup import (RunResult, build_method, compile_backbones, pick_device,  # noqa: F401
-                                    prepare_distributed, prepare_process, resolve, seed_everything)
+from ssl_bench.engine.setup import (  # noqa: F401
+    RunResult,
+    build_method,
+    compile_backbones,
+    pick_device,
+    prepare_distributed,
+    prepare_process,
+    resolve,
+    seed_everything,
+)
 from ssl_bench.engine.step import device_augmenter, device_normalizer, ema_update, make_train_step  # noqa: F401
 from ssl_bench.engine.tracking import Tracker
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method
-from ssl_bench.results import RunDir, new_run_id
+from ssl_bench.results import RunDir, fresh_run_dir
 
 log = logging.getLogger(__name__)
 
 
 def _open_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
     """Return the run folder and whether this call created it."""
-    if cfg.run_dir:
-        run = RunDir(cfg.run_dir)
-        if run.path.exists() and any(run.path.iterdir()):
-            if cfg.resume == "auto":
-                return run, False
-            raise UserError(f"run_dir {cfg.run_dir!r} already holds a run; pass resume=auto to continue it or pick a new run_dir")
-    else:
-        rid = new_run_id(cfg.method.name, cfg.backbone.name, cfg.dataset, cfg.seed)
-        run = RunDir(Path(cfg.results_root) / rid)
-    created = not run.path.exists()
-    run.path.mkdir(parents=True, exist_ok=True)
-    return run, created
+    run = RunDir(fresh_run_dir(cfg).run_dir)
+    return run, run.create(resume=cfg.resume == "auto")
 
 
 class Trainer:
@@ -71,11 +69,22 @@ class Trainer:
 
             transform = base_transform(cfg.data.device_load_size or cfg.data.global_size)
         else:
-            transform = MultiCropTransform(crop_policy(cfg.data), splits.mean, splits.std,
-                                           normalize=not cfg.data.normalize_on_device)
-        return run_loader(splits.train, transform, cfg.optim.batch_size, cfg.seed, epoch,
-                          epoch + 1 if end_epoch is None else end_epoch, D.rank(), D.world_size(), start_batch,
-                          cfg.data.num_workers, self.device.type == "cuda")
+            transform = MultiCropTransform(
+                crop_policy(cfg.data), splits.mean, splits.std, normalize=not cfg.data.normalize_on_device
+            )
+        return run_loader(
+            splits.train,
+            transform,
+            cfg.optim.batch_size,
+            cfg.seed,
+            epoch,
+            epoch + 1 if end_epoch is None else end_epoch,
+            D.rank(),
+            D.world_size(),
+            start_batch,
+            cfg.data.num_workers,
+            self.device.type == "cuda",
+        )
 
     # -- main entry --------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -125,21 +134,28 @@ class Trainer:
         extra = lambda **kw: {**kw, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}  # noqa: E731
         tracker = Tracker(run.path, cfg.log.tensorboard and D.is_main(), cfg.log.every_steps)
         try:
-            return self._loop(run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch,
-                              partial)
+            return self._loop(
+                run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch, partial
+            )
         finally:
             tracker.close()
 
-    def _loop(self, run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch,
-              partial) -> RunResult:
+    def _loop(
+        self, run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch, partial
+    ) -> RunResult:
         cfg, dev = self.cfg, self.device
         method.train()
         t_start = time.perf_counter()
         last: dict[str, float] = {}
         batches = iter(self.training_batches(splits, start_epoch, start_batch, cfg.optim.epochs))
         pause = pause_point()
-        guard = DivergenceGuard([p for p in method.parameters() if p.requires_grad], cfg.optim.max_param_norm, dev,
-                                run.checkpoint, cfg.precision != "fp32")
+        guard = DivergenceGuard(
+            [p for p in method.parameters() if p.requires_grad],
+            cfg.optim.max_param_norm,
+            dev,
+            run.checkpoint,
+            cfg.precision != "fp32",
+        )
         if run.has_checkpoint() and step:
             guard.saved(start_epoch, step)
         for epoch in range(start_epoch, cfg.optim.epochs):
@@ -148,8 +164,15 @@ class Trainer:
             sums = {k: torch.tensor(v, device=dev) for k, v in partial.items()} if skip else {}
             n = skip
             t0 = time.perf_counter()
-            bar = tqdm(loader, total=spe, initial=skip, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
-                       disable=not (cfg.progress and D.is_main()), mininterval=2.0)
+            bar = tqdm(
+                loader,
+                total=spe,
+                initial=skip,
+                desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                leave=False,
+                disable=not (cfg.progress and D.is_main()),
+                mininterval=2.0,
+            )
             for views, _ in bar:
                 out, values, cur_lr, cur_wd = train_step(views, step, epoch)
                 for k, v in out.items():
@@ -168,15 +191,28 @@ class Trainer:
             guard.check(out["loss"], step, epoch, end_of_epoch=True)
             means = {k: D.all_reduce_mean(v / max(n, 1)).item() for k, v in sums.items()}
             dt = time.perf_counter() - t0
-            record = {"epoch": epoch + 1, "step": step, "lr": cur_lr, "wd": cur_wd, **means,
-                      **{k: v for k, v in values.items()}, "epoch_time_s": dt,
-                      "images_per_s": (n - skip) * cfg.optim.batch_size / dt}
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": cur_lr,
+                "wd": cur_wd,
+                **means,
+                **{k: v for k, v in values.items()},
+                "epoch_time_s": dt,
+                "images_per_s": (n - skip) * cfg.optim.batch_size / dt,
+            }
             if cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0 and epoch + 1 < cfg.optim.epochs:
-                record.update({f"knn_{r['metric']}": r["value"] for r in self.evaluate(method.encoder(), splits, ["knn"])})
+                record.update(
+                    {f"knn_{r['metric']}": r["value"] for r in self.evaluate(method.encoder(), splits, ["knn"])}
+                )
             last = means
             tracker.epoch(record)
-            log.info("epoch %d/%d  %s", epoch + 1, cfg.optim.epochs,
-                     "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+            log.info(
+                "epoch %d/%d  %s",
+                epoch + 1,
+                cfg.optim.epochs,
+                "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")),
+            )
             if D.is_main():
                 run.append_train_log(record)
                 save_checkpoint(run.checkpoint, method, opt, epoch + 1, step, extra())
@@ -188,9 +224,11 @@ class Trainer:
         if not D.is_main():  # rank 0 alone evaluates and writes results
             return RunResult(run, [])
         speeds = [r["images_per_s"] for r in run.read_train_log() if "images_per_s" in r]
-        rows = [{"eval": "train", "metric": "final_loss", "value": last.get("loss", float("nan"))},
-                {"eval": "train", "metric": "wall_time_s", "value": wall},
-                {"eval": "train", "metric": "images_per_s", "value": sum(speeds) / max(len(speeds), 1)}]
+        rows = [
+            {"eval": "train", "metric": "final_loss", "value": last.get("loss", float("nan"))},
+            {"eval": "train", "metric": "wall_time_s", "value": wall},
+            {"eval": "train", "metric": "images_per_s", "value": sum(speeds) / max(len(speeds), 1)},
+        ]
         collapsed = method.collapsed(last)
         if collapsed is not None:
             rows.append({"eval": "train", "metric": "collapsed", "value": float(collapsed)})
@@ -205,6 +243,7 @@ class Trainer:
 
     def evaluate_baseline(self, splits: DataSplits, names: list[str], write=None) -> list[dict]:
         return evaluate_baseline(self.cfg, self.device, splits, names, write)
+
 
 def train(cfg: RunConfig) -> RunResult:
     """Train and evaluate one run described by ``cfg``."""

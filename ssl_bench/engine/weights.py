@@ -9,6 +9,7 @@ DINO releases it; BYOL/MoCo: the online/query backbone) as a plain state dict (`
 whose keys match timm's, e.g. DINO's ViTs) with the suite's protocol, next to the same backbone at random
 initialisation, in a run folder that ``report`` reads like any other.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,26 +56,41 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
     load_checkpoint(run.checkpoint, method, None)
     enc = method.encoder()
     if fmt == "torchvision" and enc.arch not in TORCHVISION_ARCHS:
-        raise UserError(f"format=torchvision holds ResNets ({', '.join(TORCHVISION_ARCHS)}); {cfg.backbone.name} "
-                        "exports with format=timm")
+        raise UserError(
+            f"format=torchvision holds ResNets ({', '.join(TORCHVISION_ARCHS)}); {cfg.backbone.name} "
+            "exports with format=timm"
+        )
     # timm's ResNets use torchvision's parameter names, so one state dict serves both
     state = {k: v.detach().contiguous().clone() for k, v in enc.model.state_dict().items()}
     out = Path(out)
     if out.suffix == ".safetensors":
-        raise UserError(f"out={str(out)!r}: name the state-dict file (e.g. encoder.pt); the .safetensors copy is "
-                        "written beside it")
-    meta = {"format": fmt, "arch": enc.arch, "cifar_stem": bool(enc.cifar_stem), "embed_dim": enc.embed_dim,
-            "run": run.run_id, "method": cfg.method.name, "dataset": cfg.dataset, "epochs": cfg.optim.epochs,
-            "encoder": f"{type(method).__name__}.encoder()",
-            "ssl_bench_backbone": asdict(cfg.backbone)}
+        raise UserError(
+            f"out={str(out)!r}: name the state-dict file (e.g. encoder.pt); the .safetensors copy is written beside it"
+        )
+    meta = {
+        "format": fmt,
+        "arch": enc.arch,
+        "cifar_stem": bool(enc.cifar_stem),
+        "embed_dim": enc.embed_dim,
+        "run": run.run_id,
+        "method": cfg.method.name,
+        "dataset": cfg.dataset,
+        "epochs": cfg.optim.epochs,
+        "encoder": f"{type(method).__name__}.encoder()",
+        "ssl_bench_backbone": asdict(cfg.backbone),
+    }
     if fmt == "timm":
         meta["timm_create_model"] = {"model_name": enc.arch, "pretrained": False, **enc.create_kwargs}
     else:
-        meta["torchvision"] = {"model": f"torchvision.models.{enc.arch}", "weights": None,
-                               "then": "model.fc = torch.nn.Identity()"}
+        meta["torchvision"] = {
+            "model": f"torchvision.models.{enc.arch}",
+            "weights": None,
+            "then": "model.fc = torch.nn.Identity()",
+        }
     if enc.cifar_stem:
-        meta["then_cifar_stem"] = ("model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
-                                   "model.maxpool = torch.nn.Identity()")
+        meta["then_cifar_stem"] = (
+            "model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = torch.nn.Identity()"
+        )
     paths = [out, out.with_suffix(".safetensors"), out.with_suffix(".json")]
     save_torch(paths[0], state)
     write_atomic(paths[1], lambda f: f.write(safetensors_bytes(state)), mode="wb")
@@ -119,8 +135,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            raise UserError(f"weights={str(path)!r} cannot be read as tensors only (weights_only=True): "
-                            f"{str(err).splitlines()[0][:160]}") from None
+            raise UserError(
+                f"weights={str(path)!r} cannot be read as tensors only (weights_only=True): "
+                f"{str(err).splitlines()[0][:160]}"
+            ) from None
     while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), None)
         if inner is None:
@@ -131,7 +149,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     for prefix in _PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -143,11 +161,17 @@ def load_into(encoder: nn.Module, state: dict[str, torch.Tensor], path: str) -> 
     unexpected = [k for k in state if k not in own]
     shape = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or shape:
-        what = (f"missing {len(missing)} keys (e.g. {missing[0]})" if missing else
-                f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else
-                f"{shape[0]} has shape {tuple(state[shape[0]].shape)}, the backbone {tuple(own[shape[0]].shape)}")
-        raise UserError(f"weights={path!r} do not fit backbone={encoder.arch}: {what}; pass the backbone (and "
-                        "backbone.img_size / patch_size / cifar_stem) the weights were trained with")
+        what = (
+            f"missing {len(missing)} keys (e.g. {missing[0]})"
+            if missing
+            else f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})"
+            if unexpected
+            else f"{shape[0]} has shape {tuple(state[shape[0]].shape)}, the backbone {tuple(own[shape[0]].shape)}"
+        )
+        raise UserError(
+            f"weights={path!r} do not fit backbone={encoder.arch}: {what}; pass the backbone (and "
+            "backbone.img_size / patch_size / cifar_stem) the weights were trained with"
+        )
     encoder.model.load_state_dict(state)
 
 
@@ -179,8 +203,10 @@ def evaluate_weights(overrides: list[str]):
     user_backbone = [o for o in rest if o.startswith("backbone")]
     over = (user_backbone or weights_overrides(path)) + [o for o in rest if not o.startswith("backbone")]
     if not any(o.startswith("backbone=") for o in over):
-        raise UserError(f"weights={path!r} has no export .json beside it: pass backbone=NAME (and its img_size, "
-                        "patch_size, ...) the weights were trained with")
+        raise UserError(
+            f"weights={path!r} has no export .json beside it: pass backbone=NAME (and its img_size, "
+            "patch_size, ...) the weights were trained with"
+        )
     over = [o if not o.startswith("evals=") else f"eval.evals=[{o.split('=', 1)[1]}]" for o in over]
     cfg = build_config(over)
     cfg = replace(cfg, weights=str(Path(path).resolve()))
@@ -191,8 +217,9 @@ def evaluate_weights(overrides: list[str]):
     encoder = build_method(cfg).encoder()
     load_into(encoder, state, path)
     splits = run_datasets(cfg)
-    run = RunDir(Path(cfg.results_root) / new_run_id(f"weights-{Path(path).stem}", cfg.backbone.name, cfg.dataset,
-                                                       cfg.seed))
+    run = RunDir(
+        Path(cfg.results_root) / new_run_id(f"weights-{Path(path).stem}", cfg.backbone.name, cfg.dataset, cfg.seed)
+    )
     run.path.mkdir(parents=True)
     try:
         with run.lock():

@@ -1,4 +1,5 @@
 """``python -m ssl_bench plot [KIND] [filters]``: draw figures from the results folder."""
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,12 @@ def plot_command(args: list[str]) -> int:
         if df.empty and logs.empty:
             raise UserError(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         if kind in ("bar", "all"):
-            for ev, metric in [("knn", "top1"), ("linear", "top1"), ("seg", "jaccard_best_head"),
-                               ("seg", "patch_probe_miou")]:
+            for ev, metric in [
+                ("knn", "top1"),
+                ("linear", "top1"),
+                ("seg", "jaccard_best_head"),
+                ("seg", "patch_probe_miou"),
+            ]:
                 if ((df["eval"] == ev) & (df["metric"] == metric)).any():
                     written += plots.bar_chart(df, out, ev, metric)
         if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:

@@ -1,5 +1,6 @@
 """One table of metric names: the label and unit a reader sees for each ``eval/metric`` column, in tables
 and figures alike. Fractions are shown as percentages in figures; booleans are counted (``1/3``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,10 +44,10 @@ def metric(column: str) -> Metric:
     """The entry for ``eval/metric`` (``knn@init/top1`` reads as random init), or the raw name as a number."""
     ev, sep, name = column.partition("/")
     if ev.endswith("@init"):
-        base = metric(f"{ev[:-len('@init')]}/{name}")
+        base = metric(f"{ev[: -len('@init')]}/{name}")
         return Metric(f"{base.label}, random init", base.kind, base.unit)
     if column in METRICS:
         return METRICS[column]
     if ev == "knn" and name.startswith("top1_k"):
-        return Metric(f"k-NN top-1 (k={name[len('top1_k'):]})")
+        return Metric(f"k-NN top-1 (k={name[len('top1_k') :]})")
     return Metric(column.replace("_", " "), "number")

@@ -4,6 +4,7 @@ Every figure labels its axes from one table of metric names (``report/metrics.py
 how many seeds stand behind each mark and what the error bars are, and tells methods apart by colour (a
 colour-blind palette without its near-duplicate orange/vermillion pair) *and* by hatch, marker or line style.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,16 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 2, 1, 2), (2, 2), (6, 1), (1, 2), (3, 3), (4, 1, 1, 1, 1, 1)]
 _HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**", "||"]
 ONE_COLUMN = 3.3  # inches, two-column paper
-RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-      "legend.fontsize": 7, "pdf.fonttype": 42, "ps.fonttype": 42}
+RC = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+}
 ERRORBAR_NOTE = "mean ± std over seeds"
 
 
@@ -96,13 +105,23 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
     keys = row_keys(d)
     shown = [k for k in keys if k not in ("method", "preset", "epochs") and d[k].nunique(dropna=False) > 1]
     short = lambda k: k.rsplit(".", 1)[-1]
-    label = lambda r: "\n".join([r["method"]] + [f"{short(k)}={r[k]}" if k not in ROW_KEYS else str(r[k])
-                                                 for k in shown])
+    label = lambda r: "\n".join(
+        [r["method"]] + [f"{short(k)}={r[k]}" if k not in ROW_KEYS else str(r[k]) for k in shown]
+    )
     scale = _scale(column)
     d = d.assign(bar=d.apply(label, axis=1), value=d["value"] * scale)
-    agg = d.groupby("bar", sort=False).agg(method=("method", "first"), backbone=("backbone", "first"),
-                                           dataset=("dataset", "first"), mean=("value", "mean"),
-                                           std=("value", "std"), n=("value", "count")).reset_index()
+    agg = (
+        d.groupby("bar", sort=False)
+        .agg(
+            method=("method", "first"),
+            backbone=("backbone", "first"),
+            dataset=("dataset", "first"),
+            mean=("value", "mean"),
+            std=("value", "std"),
+            n=("value", "count"),
+        )
+        .reset_index()
+    )
     agg["std"] = agg["std"].fillna(0.0)
     order = sorted(agg.index, key=lambda i: (_ordered(agg["method"]).index(agg.at[i, "method"]), agg.at[i, "bar"]))
     agg = agg.loc[order].reset_index(drop=True)
@@ -116,18 +135,33 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
             ax.bar(i, r["mean"], 0.7, color=st["color"], hatch=st["hatch"], edgecolor="white", linewidth=0)
             ax.errorbar(i, r["mean"], yerr=r["std"] if r["n"] > 1 else None, color="0.15", capsize=2, lw=0.8)
             if (r["backbone"], r["dataset"]) in init_mean.index:
-                ax.hlines(init_mean[(r["backbone"], r["dataset"])], i - 0.42, i + 0.42, colors="0.1",
-                          linestyles="--", lw=0.9, label="random init (same backbone, dataset)" if i == 0 else None)
+                ax.hlines(
+                    init_mean[(r["backbone"], r["dataset"])],
+                    i - 0.42,
+                    i + 0.42,
+                    colors="0.1",
+                    linestyles="--",
+                    lw=0.9,
+                    label="random init (same backbone, dataset)" if i == 0 else None,
+                )
         ticks = [f"{b}\nn={n}" for b, n in zip(agg["bar"], agg["n"])]
-        ax.set_xticks(range(len(agg)), ticks, rotation=30 if len(agg) > 6 else 0,
-                      ha="right" if len(agg) > 6 else "center")
+        ax.set_xticks(
+            range(len(agg)), ticks, rotation=30 if len(agg) > 6 else 0, ha="right" if len(agg) > 6 else "center"
+        )
         ax.set_xlim(-0.6, len(agg) - 0.4)
         ax.set_ylabel(metric(column).axis_label())
         ax.set_ylim(0, max((agg["mean"] + agg["std"]).max(), init_mean.max() if len(init_mean) else 0) * 1.12)
         note = f"bars: {ERRORBAR_NOTE}, n seeds under each bar"
         if len(init_mean):
-            ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=6, title=note,
-                      title_fontsize=6, alignment="left")
+            ax.legend(
+                frameon=False,
+                loc="lower left",
+                bbox_to_anchor=(0, 1.0),
+                fontsize=6,
+                title=note,
+                title_fontsize=6,
+                alignment="left",
+            )
         else:
             ax.set_title(note, fontsize=6, loc="left")
         sns.despine(fig)
@@ -138,8 +172,15 @@ def _seed_counts(logs: pd.DataFrame, hue: str) -> dict:
     return logs.groupby(hue)["run_id"].nunique().to_dict() if "run_id" in logs.columns else {}
 
 
-def curves(logs: pd.DataFrame, out_dir, y: str, name: str, hue: str = "method", log_k: float | None = None,
-           ylabel: str | None = None) -> list[Path]:
+def curves(
+    logs: pd.DataFrame,
+    out_dir,
+    y: str,
+    name: str,
+    hue: str = "method",
+    log_k: float | None = None,
+    ylabel: str | None = None,
+) -> list[Path]:
     """One line per ``hue`` value (mean over seeds, band = std over seeds; n in the legend) of ``y`` against
     epoch, each method with its own colour, marker and dash pattern."""
     if logs.empty or y not in logs.columns:
@@ -153,9 +194,22 @@ def curves(logs: pd.DataFrame, out_dir, y: str, name: str, hue: str = "method", 
     labels = sorted(d[hue].unique(), key=lambda s: _ordered(raw.values()).index(raw[s]))
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
-        sns.lineplot(data=d, x="epoch", y=y, hue=hue, style=hue, hue_order=labels, style_order=labels,
-                     palette={s: st[raw[s]]["color"] for s in labels}, markers={s: st[raw[s]]["marker"] for s in labels},
-                     dashes={s: st[raw[s]]["dashes"] for s in labels}, errorbar="sd", markersize=3.5, lw=1, ax=ax)
+        sns.lineplot(
+            data=d,
+            x="epoch",
+            y=y,
+            hue=hue,
+            style=hue,
+            hue_order=labels,
+            style_order=labels,
+            palette={s: st[raw[s]]["color"] for s in labels},
+            markers={s: st[raw[s]]["marker"] for s in labels},
+            dashes={s: st[raw[s]]["dashes"] for s in labels},
+            errorbar="sd",
+            markersize=3.5,
+            lw=1,
+            ax=ax,
+        )
         if log_k is not None:
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
@@ -181,12 +235,21 @@ def loss_panels(logs: pd.DataFrame, out_dir, name: str = "loss_curve") -> list[P
         fig, axes = plt.subplots(rows, cols, figsize=(ONE_COLUMN / 3 * 2 * cols, 1.6 * rows), squeeze=False)
         for ax, m in zip(axes.flat, methods):
             s = styles[m]
-            sns.lineplot(data=d[d["method"] == m], x="epoch", y="loss", errorbar="sd", color=s["color"],
-                         marker=s["marker"], markersize=3, lw=1, ax=ax)
+            sns.lineplot(
+                data=d[d["method"] == m],
+                x="epoch",
+                y="loss",
+                errorbar="sd",
+                color=s["color"],
+                marker=s["marker"],
+                markersize=3,
+                lw=1,
+                ax=ax,
+            )
             ax.set_title(f"{m} (n={n.get(m, '?')})", fontsize=7)
             ax.set_ylabel(metric("loss").axis_label() if ax in axes[:, 0] else "")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax in list(axes.flat)[len(methods):]:
+        for ax in list(axes.flat)[len(methods) :]:
             ax.axis("off")
         fig.suptitle(f"{ERRORBAR_NOTE} (band)", fontsize=6.5, color="0.3", x=0.01, ha="left")
         fig.tight_layout()
@@ -194,33 +257,62 @@ def loss_panels(logs: pd.DataFrame, out_dir, name: str = "loss_curve") -> list[P
         return save_figure(fig, out_dir, name)
 
 
-ABLATION_ORDER = ["center+sharpen", "center only", "sharpen only", "neither"]  # sweep.ablation_variants
-
-
-def ablation_figure(logs: pd.DataFrame, out_dir, out_dim: int, name: str = "ablation_dino") -> list[Path]:
-    """DINO Fig. 7 analogue: teacher entropy and KL(teacher || student) per epoch, one line per variant, each
-    with its own colour, marker and dash pattern."""
+def ablation_figure(
+    logs: pd.DataFrame,
+    out_dir,
+    diagnostics: list[str],
+    ceiling: float | None = None,
+    ceiling_label: str = "ln(out_dim)",
+    name: str = "ablation",
+    order: list[str] | None = None,
+) -> list[Path]:
+    """One panel per diagnostic (DINO Fig. 7: teacher entropy and KL(teacher || student)) against epoch,
+    one line per variant, each with its own colour, marker and dash pattern; ``ceiling``: a dotted line at
+    ln(ceiling) on the first panel (the entropy of a uniform output)."""
     if logs.empty or "variant" not in logs.columns:
         raise UserError("no ablation runs with training logs to plot")
-    variants = [v for v in ABLATION_ORDER if v in set(logs["variant"])]
+    variants = [v for v in (order or []) if v in set(logs["variant"])]
     variants += sorted(v for v in set(logs["variant"]) if v not in variants)
     colors = sns.color_palette("colorblind", 10)
     pal = {v: colors[_COLOR_ORDER[i % 10]] for i, v in enumerate(variants)}
     markers = {v: _MARKERS[i % 10] for i, v in enumerate(variants)}
     dashes = {v: _DASHES[i % 10] for i, v in enumerate(variants)}
+    cols = [c for c in diagnostics if c in logs.columns]
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, 2, figsize=(2 * ONE_COLUMN, 2.2))
-        for ax, col in zip(axes, ["teacher_entropy", "kl"]):
-            sns.lineplot(data=logs, x="epoch", y=col, hue="variant", style="variant", hue_order=variants,
-                         style_order=variants, palette=pal, markers=markers, dashes=dashes, errorbar="sd",
-                         markersize=3.5, lw=1, ax=ax)
+        fig, axes = plt.subplots(1, len(cols), figsize=(ONE_COLUMN * len(cols), 2.2), squeeze=False)
+        for ax, col in zip(axes[0], cols):
+            sns.lineplot(
+                data=logs,
+                x="epoch",
+                y=col,
+                hue="variant",
+                style="variant",
+                hue_order=variants,
+                style_order=variants,
+                palette=pal,
+                markers=markers,
+                dashes=dashes,
+                errorbar="sd",
+                markersize=3.5,
+                lw=1,
+                ax=ax,
+            )
             ax.set_ylabel(metric(col).axis_label())
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(frameon=False, title=None, fontsize=6)
-        axes[0].axhline(math.log(out_dim), ls=":", color="0.3", lw=0.8)
-        axes[0].text(axes[0].get_xlim()[1], math.log(out_dim), "ln(out_dim) ", va="bottom", ha="right", fontsize=6,
-                     color="0.3")
-        axes[0].set_ylim(top=math.log(out_dim) * 1.12)  # room for the label above the ceiling
+        if ceiling:
+            ax0 = axes[0][0]
+            ax0.axhline(math.log(ceiling), ls=":", color="0.3", lw=0.8)
+            ax0.text(
+                ax0.get_xlim()[1],
+                math.log(ceiling),
+                f"{ceiling_label} ",
+                va="bottom",
+                ha="right",
+                fontsize=6,
+                color="0.3",
+            )
+            ax0.set_ylim(top=math.log(ceiling) * 1.12)  # room for the label above the ceiling
         sns.despine(fig)
         return save_figure(fig, out_dir, name)
 

@@ -7,6 +7,7 @@ row (ddof=1; seeds are the only axis they differ in) with n shown; booleans are 
 Written as Markdown (display), CSV (numbers: ``<column> mean``, ``std``, ``n``) and LaTeX (pandas Styler,
 escaped, constant keys in the caption, wide tables split so each part fits a page).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,14 @@ ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
 ID_COLUMNS = ["run_id", *ROW_KEYS, "seed", "eval", "metric"]
 BELOW_INIT = "↓init"  # marks a mean below the same row's random-initialisation number
 COLLAPSED = "†"  # marks every number of a row in which a run collapsed (train/collapsed)
-DEFAULT_COLUMNS = ["knn/top1", "knn@init/top1", "linear/top1", "seg/jaccard_best_head", "seg/patch_probe_miou",
-                   "train/collapsed"]
+DEFAULT_COLUMNS = [
+    "knn/top1",
+    "knn@init/top1",
+    "linear/top1",
+    "seg/jaccard_best_head",
+    "seg/patch_probe_miou",
+    "train/collapsed",
+]
 REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by")
 LATEX_VALUE_COLUMNS = 5  # value columns per LaTeX table part: wider tables do not fit a page
 MISSING = "—"
@@ -49,13 +56,20 @@ def row_keys(df: pd.DataFrame, by: list[str] | None = None) -> list[str]:
         return ROW_KEYS + _differing(df, ROW_KEYS)
     unknown = [k for k in by if k not in df.columns]
     if unknown:
-        raise UserError(f"unknown by= key {unknown[0]!r}; valid: {', '.join(ROW_KEYS)} or a config key of these runs "
-                        "(e.g. optim.lr)")
-    pooled = [k for k in ROW_KEYS + _differing(df, list(by)) if k not in by and k in df.columns
-              and (df.groupby(list(by), dropna=False)[k].nunique(dropna=False) > 1).any()]
+        raise UserError(
+            f"unknown by= key {unknown[0]!r}; valid: {', '.join(ROW_KEYS)} or a config key of these runs "
+            "(e.g. optim.lr)"
+        )
+    pooled = [
+        k
+        for k in ROW_KEYS + _differing(df, list(by))
+        if k not in by and k in df.columns and (df.groupby(list(by), dropna=False)[k].nunique(dropna=False) > 1).any()
+    ]
     if pooled:
-        raise UserError(f"by={','.join(by)} would pool runs that differ in {', '.join(pooled)}: a std over them is "
-                        f"not seed variance; add {pooled[0]} to by= or filter on it")
+        raise UserError(
+            f"by={','.join(by)} would pool runs that differ in {', '.join(pooled)}: a std over them is "
+            f"not seed variance; add {pooled[0]} to by= or filter on it"
+        )
     return list(by)
 
 
@@ -75,8 +89,10 @@ def aggregate(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     if "seed" in d.columns:
         repeats = g["seed"].agg(lambda s: s.duplicated().any()).reset_index(drop=True)
         for _, r in agg[repeats.values].drop_duplicates(keys).iterrows():
-            log.warning("row %s holds several runs with the same seed: its std is run-to-run noise, not seed "
-                        "variance", ", ".join(f"{k}={r[k]}" for k in keys))
+            log.warning(
+                "row %s holds several runs with the same seed: its std is run-to-run noise, not seed variance",
+                ", ".join(f"{k}={r[k]}" for k in keys),
+            )
     return agg
 
 
@@ -96,8 +112,9 @@ def _cell(mean: float, std: float, n: int, kind: str, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n={n})"
 
 
-def summarise(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None,
-              digits: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def summarise(
+    df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None, digits: int = 4
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(display table of 'mean ± std (n=k)' strings, numeric table with mean/std/n per column, row keys)."""
     if df.empty:
         return pd.DataFrame(), pd.DataFrame(), []
@@ -105,8 +122,9 @@ def summarise(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] 
     agg = aggregate(df, keys)
     cols = _columns(agg, columns)
     agg = agg[agg["column"].isin(cols)].reset_index(drop=True)
-    agg["cell"] = [_cell(m, s, n, metric(c).kind, digits)
-                   for m, s, n, c in zip(agg["mean"], agg["std"], agg["n"], agg["column"])]
+    agg["cell"] = [
+        _cell(m, s, n, metric(c).kind, digits) for m, s, n, c in zip(agg["mean"], agg["std"], agg["n"], agg["column"])
+    ]
     # a number below the same row at random initialisation is marked: training made it worse
     means = {(tuple(r[k] for k in keys), r["column"]): r["mean"] for _, r in agg.iterrows()}
     for i, r in agg.iterrows():
@@ -131,8 +149,9 @@ def summarise(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] 
     return wide[keys + value_cols], numeric, keys
 
 
-def summary_table(df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None,
-                  digits: int = 4) -> pd.DataFrame:
+def summary_table(
+    df: pd.DataFrame, columns: list[str] | None = None, by: list[str] | None = None, digits: int = 4
+) -> pd.DataFrame:
     """The display table of :func:`summarise`."""
     return summarise(df, columns, by, digits)[0]
 
@@ -171,12 +190,13 @@ def add_published(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame
 
 def _header(column: str) -> str:
     if column.startswith("published "):
-        return "published " + metric(column[len("published "):]).label
+        return "published " + metric(column[len("published ") :]).label
     return metric(column).label if "/" in column else column
 
 
-def to_latex(table: pd.DataFrame, caption: str = "", keys: list[str] | None = None,
-             max_value_columns: int = LATEX_VALUE_COLUMNS) -> str:
+def to_latex(
+    table: pd.DataFrame, caption: str = "", keys: list[str] | None = None, max_value_columns: int = LATEX_VALUE_COLUMNS
+) -> str:
     """booktabs tables through pandas' Styler: every cell and header escaped, row keys that are the same in
     every row said once in the caption, and the value columns split into parts that fit a page."""
     keys = [k for k in (keys or []) if k in table.columns]
@@ -184,23 +204,41 @@ def to_latex(table: pd.DataFrame, caption: str = "", keys: list[str] | None = No
     shown = [k for k in keys if k not in const]
     values = [c for c in table.columns if c not in keys]
     facts = "; ".join(f"{k} {table[k].iloc[0]}" for k in const)
-    caption = ". ".join(p for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed"
-                                    if keys else "") if p)
-    parts = [values[i:i + max_value_columns] for i in range(0, len(values), max_value_columns)] or [[]]
-    math = lambda s: str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$").replace(
-        COLLAPSED, r"\dag")
+    caption = ". ".join(
+        p for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed" if keys else "") if p
+    )
+    parts = [values[i : i + max_value_columns] for i in range(0, len(values), max_value_columns)] or [[]]
+    math = lambda s: (
+        str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$").replace(COLLAPSED, r"\dag")
+    )
     out = []
     for i, cols in enumerate(parts):
         part = table[shown + cols].rename(columns=_header)
         cap = caption + (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "")
         sty = part.style.hide(axis="index").format(math, escape="latex").format_index(math, escape="latex", axis=1)
-        out.append(sty.to_latex(hrules=True, position_float="centering", column_format="l" * part.shape[1],
-                                caption=math(_escape(cap)) if cap else None))
+        out.append(
+            sty.to_latex(
+                hrules=True,
+                position_float="centering",
+                column_format="l" * part.shape[1],
+                caption=math(_escape(cap)) if cap else None,
+            )
+        )
     return "\n".join(out)
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _escape(text: str) -> str:
@@ -208,8 +246,14 @@ def _escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def write_tables(table: pd.DataFrame, out_dir: str | Path, name: str = "summary", caption: str = "",
-                 numeric: pd.DataFrame | None = None, keys: list[str] | None = None) -> list[Path]:
+def write_tables(
+    table: pd.DataFrame,
+    out_dir: str | Path,
+    name: str = "summary",
+    caption: str = "",
+    numeric: pd.DataFrame | None = None,
+    keys: list[str] | None = None,
+) -> list[Path]:
     """NAME.md (display), NAME.tex (LaTeX) and NAME.csv (``numeric`` when given: numbers a tool can read)."""
     out = Path(out_dir)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
@@ -248,8 +292,10 @@ def apply_filters(df: pd.DataFrame, filters: dict[str, str], what: str = "report
     """Keep the rows whose ``key`` matches one of the comma-separated values, for any column or config key."""
     for key, value in filters.items():
         if key not in df.columns:
-            raise UserError(f"unknown {what} filter {key!r}; valid: {', '.join(ID_COLUMNS)} or a config key of these "
-                            "runs (e.g. optim.lr, data.train_per_class)")
+            raise UserError(
+                f"unknown {what} filter {key!r}; valid: {', '.join(ID_COLUMNS)} or a config key of these "
+                "runs (e.g. optim.lr, data.train_per_class)"
+            )
         allowed = value.split(",")
         df = df[df[key].map(lambda v: _matches(v, allowed))]
     return df
@@ -271,8 +317,10 @@ def report_command(overrides: list[str]) -> int:
     df = filtered_runs(root, filters)
     skipped = df.attrs.get("skipped", [])
     if skipped:
-        print(f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
-              file=sys.stderr)
+        print(
+            f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
+            file=sys.stderr,
+        )
     if df.empty:
         print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
