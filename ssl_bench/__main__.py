@@ -204,7 +204,63 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+HELP = {  # per command: what it does, its own options (config keys are listed from the schema)
+    "run": "train one method and evaluate it; every config key below can be set as key=value",
+    "config": "print the resolved config (preset <- recipe <- key=value) and run nothing",
+    "sweep": "run a grid (key=a,b,c expands) as one SLURM job array or one after the other; any config key",
+    "ablate": "ablate METHOD: run the grid in configs/ablations/METHOD.yaml (+ any config key, grids allowed)",
+    "eval": "eval run=RUN_DIR [evals=knn,linear,seg] [eval.*, data.root, device, threads], or\n"
+    "eval weights=FILE [backbone=NAME ...] [evals=...] [dataset=..., data.*, eval.*]: score a weights file",
+    "export": "export run=RUN_DIR out=FILE [format=timm|torchvision]: the evaluation encoder as a state dict, "
+    ".safetensors and the .json of timm.create_model / torchvision arguments",
+    "report": "report [results_root=results/runs] [out=results/tables] [name=summary] [columns=knn/top1,...] "
+    "[by=method,optim.lr] [KEY=VALUE,... filters on any run column or config key]",
+    "plot": "plot [bar|knn_curve|loss|attention|all] [results_root=...] [out=results/figures] [run=RUN_DIR for "
+    "attention] [KEY=VALUE filters]",
+    "status": "status results/sweeps/SWEEP.json | RUN_DIR: the state of each member (and its log tail)",
+    "list": "list the registered methods, backbones, datasets, evaluations and presets",
+}
+CONFIG_COMMANDS = ("run", "config", "sweep", "ablate", "eval")
+
+
+def command_help(command: str, overrides: list[str]) -> str:
+    """The command's help; for commands that take config keys, every key of the selected method/backbone
+    (``run method=simclr --help`` lists SimCLR's), grouped by section."""
+    import textwrap
+
+    lines = [f"python -m ssl_bench {command}: {HELP[command]}"]
+    if command in CONFIG_COMMANDS:
+        import yaml
+
+        from ssl_bench.config import build_config, to_yaml
+        from ssl_bench.results import flatten
+
+        chosen = [o for o in overrides if o.split("=", 1)[0] in ("method", "backbone", "preset")]
+        if command == "ablate" and overrides and "=" not in overrides[0]:
+            chosen.append(f"method={overrides[0]}")
+        keys = list(flatten(yaml.safe_load(to_yaml(build_config(chosen)))))
+        groups: dict[str, list[str]] = {}
+        for k in keys:
+            head, _, rest = k.partition(".")
+            groups.setdefault(head + ("." if rest else ""), []).append(rest or head)
+        lines.append("\nconfig keys (values: python -m ssl_bench config ...; meanings: docs/configuration.md):")
+        top = [k for g, ks in groups.items() if not g.endswith(".") for k in ks]
+        lines += textwrap.wrap(" ".join(top), 110, initial_indent="  ", subsequent_indent="  ")
+        for g, ks in groups.items():
+            if g.endswith("."):
+                lines += textwrap.wrap(" ".join(ks), 110, initial_indent=f"  {g:<9}", subsequent_indent=" " * 11)
+    return "\n".join(lines)
+
+
 def _main(argv: list[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):
+        try:
+            print(command_help(argv[0], [a for a in argv[1:] if a not in ("-h", "--help")]))
+        except UserError as err:
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        return 0
     parser = argparse.ArgumentParser(prog="python -m ssl_bench", usage=USAGE, add_help=True)
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")

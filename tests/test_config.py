@@ -56,3 +56,18 @@ def test_saved_config_round_trips(tmp_path):
     p.write_text(to_yaml(cfg))
     assert yaml.safe_load(p.read_text())["method"]["centering"] is False
     assert load_config(p) == cfg
+
+
+def test_every_command_has_its_own_help(capsys):
+    """`COMMAND --help` says what the command takes; config commands list the keys of the chosen method."""
+    from ssl_bench.__main__ import COMMANDS, main
+
+    for command in COMMANDS:
+        assert main([command, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"python -m ssl_bench {command}: ")
+    assert main(["run", "method=simclr", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "temperature" in out and "teacher_temp" not in out and "optim." in out and "lars_eta" in out
+    assert main(["run", "method=dino", "-h"]) == 0
+    assert "teacher_temp" in capsys.readouterr().out
+    assert main(["report", "--help"]) == 0 and "by=" in capsys.readouterr().out
