@@ -6,8 +6,10 @@ default, so each has recipes of its own (``configs/recipes/moco*/``).
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -90,12 +92,14 @@ class MoCoV3Projection(ProjectionHead):
 
     def __init__(self, in_dim: int, hidden: int, out: int, layers: int, last_bn: bool) -> None:
         dims = [in_dim] + [hidden] * (layers - 1) + [out]
-        blocks = [(dims[i], dims[i + 1], nn.BatchNorm1d(dims[i + 1]), nn.ReLU(), False) for i in range(layers - 1)]
+        blocks: list[tuple] = [
+            (dims[i], dims[i + 1], nn.BatchNorm1d(dims[i + 1]), nn.ReLU(), False) for i in range(layers - 1)
+        ]
         blocks.append((hidden, out, nn.BatchNorm1d(out, affine=False) if last_bn else None, None, False))
         super().__init__(blocks)
 
 
-def sincos_pos_embed_(vit: nn.Module, temperature: float = 10000.0) -> None:
+def sincos_pos_embed_(vit: Any, temperature: float = 10000.0) -> None:
     """MoCo v3's fixed 2-D sin-cos position embedding (``vits.py`` build_2d_sincos_position_embedding),
     written into a timm ViT's ``pos_embed`` (class token position zero) and frozen."""
     h, w = vit.patch_embed.grid_size
@@ -226,7 +230,7 @@ class MoCo(Method):
         with torch.no_grad():
             k = multicrop_forward(self.key, views[:n_g])
         pairs = [(v, g) for v in range(len(q)) for g in range(n_g) if v != g]
-        loss = sum(self._contrast_v3(q[v], k[g]) for v, g in pairs)
+        loss = functools.reduce(operator.add, (self._contrast_v3(q[v], k[g]) for v, g in pairs))  # sum's order
         return loss / len(pairs) if self.cfg.loss_reduction == "mean" else loss
 
     @torch.no_grad()

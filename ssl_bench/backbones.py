@@ -8,7 +8,7 @@ dense evaluations, and ``last_attention(x) -> (B, heads, N, N)`` for ViTs (DINO 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import timm
 import torch
@@ -24,6 +24,7 @@ class Backbone(nn.Module):
 
     embed_dim: int
     is_vit: bool = False
+    model: Any  # a timm model: its submodules (blocks, patch_embed, ...) are reached by name
     arch: str
     create_kwargs: dict
     cifar_stem: bool = False

@@ -381,6 +381,7 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
     m_entry = METHODS.get(method_name)
     b_entry = BACKBONES.get(backbone_name)
 
+    assert m_entry.config is not None and b_entry.config is not None  # registered with their config classes
     schema = OmegaConf.structured(
         RunConfig(
             method=m_entry.config(name=method_name), backbone=b_entry.config(name=backbone_name), preset=preset_name
@@ -404,7 +405,7 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(layer))
         if dotlist:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
-        run_cfg: RunConfig = OmegaConf.to_object(cfg)
+        run_cfg = to_run_config(cfg)
     except OmegaConfBaseException as err:
         raise friendly_error(err, schema) from None
     if run_cfg.dataset not in DATASETS:
@@ -429,4 +430,11 @@ def load_config(path: str | Path) -> RunConfig:
     data_cfg = OmegaConf.create(flat)
     cfg = build_config(over)
     merged = OmegaConf.merge(OmegaConf.structured(cfg), data_cfg)
-    return OmegaConf.to_object(merged)
+    return to_run_config(merged)
+
+
+def to_run_config(node: Any) -> RunConfig:
+    """The typed RunConfig of a structured OmegaConf node (``to_object`` is typed as returning any container)."""
+    obj = OmegaConf.to_object(node)
+    assert isinstance(obj, RunConfig)
+    return obj

@@ -104,6 +104,9 @@ class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         xc = x - mean.view(shape)
         var = _AllReduceSum.apply((xc * xc).sum(dims)) / n
         if self.track_running_stats:
+            assert (
+                self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None
+            )
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from ssl_bench.atomic import write_json
 
@@ -114,7 +115,7 @@ def ablate_command(args: list[str]) -> int:
             label = name + (" | " + " ".join(extra) if extra else "")
             cfg = build_config([f"method={method}", *g, *var])
             members.append((label, cfg))
-    manifest = {"sweep_id": sweep_id, "members": []}
+    manifest: dict[str, Any] = {"sweep_id": sweep_id, "members": []}
     manifest_path = Path(base.results_root).parent / "sweeps" / f"{sweep_id}.json"
     from dataclasses import replace
 
@@ -165,7 +166,7 @@ def ablate_command(args: list[str]) -> int:
     table_fmt = table.assign(
         **{c: table[c].map(lambda v: f"{v:.4f}") for c in ("knn top-1", "random init", *diagnostics.values())}
     )
-    ceiling_key = grid.get("ceiling_log_of")
+    ceiling_key: str = grid.get("ceiling_log_of") or ""
     ceiling = float(flatten(yaml_dict(base))[ceiling_key]) if ceiling_key else None
     caption = f"{method} ablation, {base.dataset}, {base.optim.epochs} epochs" + (
         f", ln({ceiling_key.rsplit('.', 1)[-1]})={math.log(ceiling):.3f}" if ceiling else ""

@@ -15,3 +15,11 @@ RUFF = shutil.which("ruff")
 def test_ruff(args):
     r = subprocess.run([RUFF, *args], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+
+
+@pytest.mark.skipif(
+    shutil.which("mypy") is None, reason="mypy is installed by the test extra: pip install -e '.[test]'"
+)
+def test_mypy_on_the_core_and_the_methods():
+    r = subprocess.run([shutil.which("mypy"), "ssl_bench", "methods"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]

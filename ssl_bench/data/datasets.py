@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,18 +29,27 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class SizedDataset(Protocol):
+    """What the suite needs of a dataset: a length and (image, label) items (torch's ``Dataset`` declares
+    no ``__len__``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Any: ...
+
+
 @dataclass
 class DataSplits:
     """Pre-training images (``train``), the labelled images the evaluations fit on (``bank``: the k-NN
     bank and the probes' training set; ``train`` unless evaluating on another dataset) and held-out
     ``test`` images."""
 
-    train: Dataset
-    test: Dataset
+    train: SizedDataset
+    test: SizedDataset
     num_classes: int
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
-    bank: Dataset | None = None
+    bank: SizedDataset | None = None
     labelled: bool = True  # False: ``train`` has no labels (pre-training only)
 
     def __post_init__(self) -> None:
@@ -64,7 +73,7 @@ class ListDataset(Dataset):
 class TransformDataset(Dataset):
     """Apply ``transform`` to the image of each (image, label) pair."""
 
-    def __init__(self, base: Dataset, transform: Callable) -> None:
+    def __init__(self, base: SizedDataset, transform: Callable) -> None:
         self.base, self.transform = base, transform
 
     def __len__(self) -> int:
@@ -76,7 +85,7 @@ class TransformDataset(Dataset):
 
 
 class SubsetDataset(ListDataset):
-    def __init__(self, base: Dataset, indices: list[int], targets: list[int]) -> None:
+    def __init__(self, base: SizedDataset, indices: list[int], targets: list[int]) -> None:
         self.base, self.indices, self.targets = base, indices, targets
 
     def __len__(self) -> int:
@@ -96,7 +105,7 @@ def load_image(path: str) -> Image.Image:
         raise UserError(f"cannot read image file {path}: {type(err).__name__}: {err}") from None
 
 
-def targets_of(ds: Dataset) -> list[int]:
+def targets_of(ds: SizedDataset) -> list[int]:
     t = getattr(ds, "targets", None)
     if t is None:
         t = getattr(ds, "labels", None)
@@ -105,7 +114,7 @@ def targets_of(ds: Dataset) -> list[int]:
     return [int(x) for x in t]
 
 
-def per_class_subset(ds: Dataset, n: int, start: int = 0) -> Dataset:
+def per_class_subset(ds: SizedDataset, n: int, start: int = 0) -> SizedDataset:
     """Items ``start .. start+n-1`` of each class in dataset order (ImageFolder: sorted file names)."""
     if n <= 0 and start <= 0:
         return ds
@@ -143,7 +152,7 @@ def _is_unlabelled(path: Path) -> bool:
     return not any(e.is_dir() for e in entries) and any(e.suffix.lower() in IMAGE_EXTENSIONS for e in entries)
 
 
-def _image_folder(root: Path, split: str, what: str = "train") -> Dataset:
+def _image_folder(root: Path, split: str, what: str = "train") -> SizedDataset:
     path = root / split
     if not path.is_dir():
         found = sorted(p.name + "/" for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -176,7 +185,7 @@ def _same_classes(train, test, root: Path, names: tuple[str, str] = ("train", "t
     return train, test
 
 
-def folder_splits(root: Path, cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+def folder_splits(root: Path, cfg: DataConfig) -> tuple[SizedDataset, SizedDataset | None]:
     """(train, test) ImageFolders of ``root``; an unlabelled train folder gives (UnlabelledFolder, None)."""
     train_dir = root / cfg.train_split
     if train_dir.is_dir() and _is_unlabelled(train_dir):
@@ -203,7 +212,7 @@ def digits(cfg: DataConfig) -> DataSplits:
 
     d = load_digits()
     imgs = (d.images / 16.0 * 255).clip(0, 255).astype(np.uint8)
-    pil = [Image.fromarray(im, mode="L").resize((32, 32), Image.BICUBIC).convert("RGB") for im in imgs]
+    pil = [Image.fromarray(im, mode="L").resize((32, 32), Image.Resampling.BICUBIC).convert("RGB") for im in imgs]
     idx = np.arange(len(pil))
     tr, te = train_test_split(idx, test_size=0.2, random_state=0, stratify=d.target)
     train = ListDataset([pil[i] for i in tr], [int(d.target[i]) for i in tr])
@@ -256,7 +265,7 @@ def imagefolder(cfg: DataConfig) -> DataSplits:
     train, test = folder_splits(root, cfg)
     if test is None:
         return DataSplits(train, ListDataset([], []), 0, labelled=False)
-    return DataSplits(train, test, len(train.classes))
+    return DataSplits(train, test, len(getattr(train, "classes")))  # an ImageFolder
 
 
 LABELLED_EVALS = ("knn", "linear")  # evaluations that need the labels of a bank and of test images
@@ -274,7 +283,7 @@ def build_datasets(name: str, cfg: DataConfig, evals: Sequence[str] = (), eval_d
         other = _build_one(eval_dataset, replace(cfg, root=eval_root, train_split="train", test_split=None,
                                                  val_per_class=0), labelled_needed=True, role="eval.dataset")
         splits = DataSplits(splits.train, other.test, other.num_classes, splits.mean, splits.std, bank=other.bank)
-        log.info("evaluating on %s: %d bank, %d test images", eval_dataset, len(splits.bank), len(splits.test))
+        log.info("evaluating on %s: %d bank, %d test images", eval_dataset, len(other.train), len(splits.test))
     elif not splits.labelled and any(e in LABELLED_EVALS for e in evals):
         raise UserError(f"data.root {cfg.root!r} holds unlabelled images (no class sub-folders): the "
                         f"{'/'.join(e for e in evals if e in LABELLED_EVALS)} evaluation needs labels; name a labelled "

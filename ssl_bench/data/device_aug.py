@@ -62,14 +62,14 @@ class DeviceMultiCrop(nn.Module):
                 # "resample": one batched warp for the whole batch; kornia's default ("slice") crops and
                 # resizes image by image, 128 kernel launches per crop on a GPU (measured on an H200:
                 # the crops then cost more than the ViT-S step)
-                K.RandomResizedCrop((size, size), scale=tuple(scale), resample="bicubic", cropping_mode="resample"),
+                K.RandomResizedCrop((size, size), scale=(scale[0], scale[1]), resample="bicubic", cropping_mode="resample"),
                 K.RandomHorizontalFlip(p=a.flip_p),
-                K.ColorJitter(*a.jitter, p=a.jitter_p),
+                K.ColorJitter(a.jitter[0], a.jitter[1], a.jitter[2], a.jitter[3], p=a.jitter_p),
                 K.RandomGrayscale(p=a.grey_p),
             ]
             if v.blur_p > 0:
                 k = blur_kernel(size)
-                ops.append(K.RandomGaussianBlur((k, k), sigma=tuple(a.blur_sigma), p=v.blur_p))
+                ops.append(K.RandomGaussianBlur((k, k), sigma=(a.blur_sigma[0], a.blur_sigma[1]), p=v.blur_p))
             if v.solarize_p > 0:
                 # threshold 0.5 (torchvision: 128/255), no brightness addition
                 ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=v.solarize_p))
@@ -107,4 +107,4 @@ class DeviceMultiCrop(nn.Module):
                     out = (out.clamp_(0.0, 1.0) - self.mean) / self.std
                     for i, c in zip(idx, out.split(x.shape[0])):  # dim-0 chunks: contiguous
                         crops[i] = c
-        return crops
+        return [c for c in crops if c is not None]  # every index is filled above

@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ssl_bench.data.datasets import SizedDataset
+
 
 def mix_seeds(*xs: int) -> int:
     h = 0x9E3779B97F4A7C15
@@ -29,7 +31,7 @@ def mix_seeds(*xs: int) -> int:
 class SeededTransformDataset(Dataset):
     """Apply ``transform`` under a torch generator state seeded by (seed, epoch, index)."""
 
-    def __init__(self, base: Dataset, transform: Callable, seed: int, epoch: int = 0) -> None:
+    def __init__(self, base: SizedDataset, transform: Callable, seed: int, epoch: int = 0) -> None:
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, epoch
 
     def __len__(self) -> int:
@@ -95,7 +97,7 @@ class RunSampler(Sampler[tuple[int, int]]):
         return max(0, (self.end_epoch - self.start_epoch) * per_epoch - self.start_batch) * (global_batch // world)
 
 
-def run_loader(dataset: Dataset, transform: Callable, global_batch: int, seed: int, start_epoch: int,
+def run_loader(dataset: SizedDataset, transform: Callable, global_batch: int, seed: int, start_epoch: int,
                end_epoch: int, rank: int, world: int, start_batch: int, num_workers: int,
                pin_memory: bool) -> DataLoader:
     """One DataLoader for the epochs ``start_epoch .. end_epoch - 1`` (workers live for all of them)."""

@@ -85,5 +85,5 @@ def square_resize(img: Image.Image, mask: np.ndarray, size: int, mean, std) -> t
 
     x = T.Compose([T.ToImage(), T.Resize((size, size), antialias=True), T.ToDtype(torch.float32, scale=True),
                    T.Normalize(mean, std)])(img)
-    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
     return x, torch.from_numpy(np.array(m) > 127)

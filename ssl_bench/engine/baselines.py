@@ -43,7 +43,7 @@ def key(encoder: nn.Module, cfg: RunConfig, names: list[str], device: torch.devi
     for k, v in encoder.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    data = replace(cfg.data, **{f: None for f in TRAIN_ONLY_DATA})
+    data = replace(cfg.data, **dict.fromkeys(TRAIN_ONLY_DATA))  # type: ignore[arg-type]  # None: not part of the key
     settings = (cfg.dataset, data, cfg.eval, cfg.backbone, cfg.seed, cfg.precision, str(device), list(names))
     h.update(repr(settings).encode())
     return h.hexdigest()

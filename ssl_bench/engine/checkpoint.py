@@ -20,7 +20,8 @@ from ssl_bench.errors import UserError
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert not isinstance(keys, str)  # legacy=True: the MT19937 tuple
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {

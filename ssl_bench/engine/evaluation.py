@@ -61,7 +61,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
     (``evals=knn,linear,seg`` plus any ``eval.*`` key); rows are merged into its metrics.json."""
     from omegaconf import OmegaConf
 
-    from ssl_bench.config import load_config
+    from ssl_bench.config import load_config, to_run_config
 
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():
@@ -73,7 +73,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
         raise UserError(f"eval accepts evals=..., eval.*, data.root, device, threads; got {bad[0]!r}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(saved), OmegaConf.from_dotlist(over))
-        cfg = OmegaConf.to_object(merged)
+        cfg = to_run_config(merged)
     except Exception as err:  # OmegaConf errors name the key
         raise UserError(f"bad eval override: {str(err).splitlines()[0]}") from None
     for name in cfg.eval.evals:

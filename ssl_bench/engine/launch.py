@@ -114,7 +114,7 @@ def run_local_ddp(cfg: RunConfig):
 
     cfg = fresh_run_dir(cfg)
     mp.spawn(_worker, args=(cfg.nproc, _free_port(), cfg), nprocs=cfg.nproc, join=True)
-    run = RunDir(cfg.run_dir)
+    run = RunDir(str(cfg.run_dir))  # fresh_run_dir set it
     return RunResult(run, run.read_metrics())
 
 

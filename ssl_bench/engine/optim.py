@@ -58,7 +58,7 @@ def param_groups(module: nn.Module) -> list[dict]:
     """No weight decay (and no LARS adaptation) on biases and norm parameters (DINO's
     ``get_params_groups``, SimCLR/BYOL's exclusions); parameters under a prefix of the method's
     ``lr_multipliers()`` get their own groups whose LR follows the schedule times ``lr_mult``."""
-    mults = module.lr_multipliers() if hasattr(module, "lr_multipliers") else {}
+    mults: dict[str, float] = getattr(module, "lr_multipliers", dict)()
     groups: dict[tuple[bool, float], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -90,7 +90,8 @@ def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
             trust_coefficient=o.lars_eta,
             clip_lr=o.lars_clip_lr,
         )
-    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(o.betas), foreach=True)
+    beta1, beta2 = o.betas
+    return torch.optim.AdamW(groups, lr=0.0, betas=(beta1, beta2), foreach=True)
 
 
 def peak_lr(o: OptimConfig) -> float:

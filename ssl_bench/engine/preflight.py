@@ -17,6 +17,7 @@ def preflight(cfg: RunConfig, splits: DataSplits) -> None:
     if not names:
         return
     if "linear" in names:
+        assert splits.bank is not None  # labelled: run_datasets refuses linear on unlabelled data
         classes = set(targets_of(splits.bank))
         if len(classes) < 2:
             raise UserError(

@@ -52,7 +52,7 @@ def build_method(cfg: RunConfig) -> Method:
     """Seed, then build the method: the same seed always gives the same initial weights."""
     seed_everything(cfg.seed)
     method = METHODS.get(cfg.method.name).obj(cfg.method, cfg.backbone)
-    method.configure_views(ViewSpec(cfg.data.n_global, cfg.data.n_local))
+    method.configure_views(ViewSpec(cfg.data.n_global, cfg.data.n_local or 0))  # resolved: never None here
     return method
 
 

@@ -64,7 +64,7 @@ def make_train_step(
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     # fp16 overflows where bf16 does not: scale the loss, skip steps with inf/NaN gradients (DINO's fp16_scaler)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
-    norm = device_normalizer(*mean_std, dev) if mean_std is not None else None
+    norm = device_normalizer(mean_std[0], mean_std[1], dev) if mean_std is not None else None
     if cfg.compile:
         compile_backbones(method)
     aug = device_augmenter(cfg, mean_std, dev) if cfg.data.augment == "device" else None
@@ -103,5 +103,5 @@ def make_train_step(
         method.after_step(state)
         return out, values, cur_lr, cur_wd
 
-    train_step.scaler = scaler  # its state goes into checkpoints (fp16)
+    setattr(train_step, "scaler", scaler)  # its state goes into checkpoints (fp16)
     return train_step

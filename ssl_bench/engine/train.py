@@ -67,7 +67,7 @@ class Trainer:
         if cfg.data.augment == "device":
             from ssl_bench.data.device_aug import base_transform
 
-            transform = base_transform(cfg.data.device_load_size or cfg.data.global_size)
+            transform = base_transform(cfg.data.device_load_size or cfg.data.global_size or cfg.backbone.img_size)
         else:
             transform = MultiCropTransform(
                 crop_policy(cfg.data), splits.mean, splits.std, normalize=not cfg.data.normalize_on_device
@@ -101,7 +101,7 @@ class Trainer:
         method = prepare_distributed(build_method(cfg), self.device).to(self.device)
         if D.is_dist() and not cfg.run_dir:
             raise UserError("a distributed run needs run_dir set before the processes start (the launchers do this)")
-        run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(cfg.run_dir), False)
+        run, created = _open_run_dir(cfg) if D.is_main() else (RunDir(str(cfg.run_dir)), False)
         try:
             with run.lock() if D.is_main() else contextlib.nullcontext():
                 return self._train(run, method, splits, steps_per_epoch)

@@ -17,11 +17,13 @@ import logging
 import pickle
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ssl_bench.atomic import save_torch, write_atomic, write_json
+from ssl_bench.backbones import Backbone
 from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights={str(path)!r} does not exist")
+    state: Any
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -153,7 +156,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_into(encoder: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+def load_into(encoder: Backbone, state: dict[str, torch.Tensor], path: str) -> None:
     """Load ``state`` into the suite backbone's timm model; a classifier head of the file is dropped."""
     own = encoder.model.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(("fc.", "head."))}

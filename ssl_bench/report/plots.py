@@ -7,10 +7,12 @@ colour-blind palette without its near-duplicate orange/vermillion pair) *and* by
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -35,7 +37,7 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 2, 1, 2), (2, 2), (6, 1), (1, 2), (3, 3), (4, 1, 1, 1, 1, 1)]
 _HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**", "||"]
 ONE_COLUMN = 3.3  # inches, two-column paper
-RC = {
+RC: dict[Any, Any] = {
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": 8,
@@ -70,6 +72,10 @@ def method_palette(methods) -> dict[str, tuple]:
     return {m: s["color"] for m, s in method_styles(methods).items()}
 
 
+def _write_bytes(f, data: bytes) -> None:
+    f.write(data)
+
+
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     """Write NAME.pdf and NAME.png atomically."""
     paths = []
@@ -77,7 +83,7 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=200, bbox_inches="tight")
         path = Path(out_dir) / f"{name}.{ext}"
-        write_atomic(path, lambda f, b=buf.getvalue(): f.write(b), mode="wb")
+        write_atomic(path, functools.partial(_write_bytes, data=buf.getvalue()), mode="wb")
         paths.append(path)
     plt.close(fig)
     return paths
@@ -142,7 +148,7 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
                     colors="0.1",
                     linestyles="--",
                     lw=0.9,
-                    label="random init (same backbone, dataset)" if i == 0 else None,
+                    label="random init (same backbone, dataset)" if i == 0 else "_nolegend_",
                 )
         ticks = [f"{b}\nn={n}" for b, n in zip(agg["bar"], agg["n"])]
         ax.set_xticks(
@@ -337,6 +343,7 @@ def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[
                 ax.axis("off")
         fig.subplots_adjust(wspace=0.05, hspace=0.05, right=0.9)
         cax = fig.add_axes((0.92, 0.15, 0.015, 0.7))
+        assert im is not None  # at least one image and one head
         cb = fig.colorbar(im, cax=cax)
         cb.set_label("attention / head max", fontsize=6)
         cb.ax.tick_params(labelsize=5)

@@ -265,7 +265,8 @@ def write_tables(
 
 def parse_filters(overrides: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Split ``key=value`` into report options (results_root, out, name, columns, by) and row filters."""
-    opts, filters = {}, {}
+    opts: dict[str, str] = {}
+    filters: dict[str, str] = {}
     for o in overrides:
         if "=" not in o:
             raise UserError(f"bad argument {o!r}: expected key=value (e.g. method=dino seed=0)")
