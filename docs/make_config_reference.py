@@ -59,7 +59,10 @@ def _section(prefix: str, cls, lines: list[str]) -> None:
 
 def reference() -> str:
     from ssl_bench import config as C
+    from ssl_bench import plugins
     from ssl_bench.registry import BACKBONES, METHODS
+
+    plugins.load_all()
 
     lines = [
         "# Configuration reference",

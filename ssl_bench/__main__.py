@@ -253,6 +253,9 @@ def command_help(command: str, overrides: list[str]) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
+    from ssl_bench import plugins
+
+    plugins.load_all()  # the CLI loads every plug-in once; the core below never imports one
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):
         try:

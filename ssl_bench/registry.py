@@ -11,8 +11,6 @@ A duplicate name is refused, so two files cannot silently shadow each other.
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -56,19 +54,19 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         """Return the entry, or raise a UserError naming the valid choices."""
-        _load_plugins()
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(self.names())}")
+            valid = ", ".join(self.names()) or (
+                "none registered yet: call ssl_bench.plugins.load_all() first (the CLI and ssl_bench.engine do)"
+            )
+            raise UserError(f"unknown {self.kind} {name!r}{hint}; valid: {valid}")
         return self._entries[name]
 
     def names(self) -> list[str]:
-        _load_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        _load_plugins()
         return name in self._entries
 
     def unregister(self, name: str) -> None:
@@ -85,25 +83,3 @@ register_method = METHODS.register
 register_backbone = BACKBONES.register
 register_dataset = DATASETS.register
 register_eval = EVALS.register
-
-_PLUGIN_PACKAGES = (
-    "ssl_bench.backbones",
-    "ssl_bench.data.datasets",
-    "ssl_bench.methods",
-    "ssl_bench.evals",
-)
-_loaded = False
-
-
-def _load_plugins() -> None:
-    """Import every plug-in module once, so that adding a file registers it."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for pkg_name in _PLUGIN_PACKAGES:
-        pkg = importlib.import_module(pkg_name)
-        if hasattr(pkg, "__path__"):
-            for mod in pkgutil.iter_modules(pkg.__path__):
-                if not mod.name.startswith("_"):
-                    importlib.import_module(f"{pkg_name}.{mod.name}")

@@ -10,6 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_bench import plugins
+
+plugins.load_all()  # as the CLI and the engine do: tests build configs before importing the engine
+
 SHARED_DATA = Path(
     os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
 ).resolve()

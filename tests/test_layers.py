@@ -30,6 +30,7 @@ LAYERS = [  # lowest first; a module belongs to the longest matching prefix
     ("ssl_bench.results", 3),
     ("ssl_bench.methods", 4),
     ("ssl_bench.evals", 4),
+    ("ssl_bench.plugins", 4),  # imports every plug-in (dynamically); the CLI and the engine call it
     ("ssl_bench.engine", 5),
     ("ssl_bench.report", 6),
     ("ssl_bench.slurm", 7),
@@ -102,3 +103,22 @@ def test_methods_and_evals_never_import_the_engine():
         and b.startswith(("ssl_bench.engine", "ssl_bench.report", "ssl_bench.slurm", "ssl_bench.__main__"))
     }
     assert not bad, bad
+
+
+def test_the_core_imports_no_plug_in():
+    """Building a config imports no method, evaluation or engine module: plug-ins are loaded by the CLI and
+    the engine (ssl_bench.plugins.load_all), and a lookup before that says so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ssl_bench.config import build_config\n"
+        "from ssl_bench.errors import UserError\n"
+        "try:\n    build_config(['method=dino'])\nexcept UserError as e:\n    print('error:', e)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('ssl_bench.methods', 'ssl_bench.evals', "
+        "'ssl_bench.engine', 'ssl_bench.backbones'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
+    assert "none registered yet: call ssl_bench.plugins.load_all()" in out
+    assert out.strip().endswith("[]"), out
