@@ -48,7 +48,7 @@ python3 -c "import torch, timm, lightly, kornia; print('torch', torch.__version_
 for p in $PARTS; do case $p in
 # tests: the GPU-only tests (device crops seeded per step, the GPU's random stream left alone; no host-device
 #    sync inside the engine step, every method)
-tests) part 90 python3 -m pytest -q -p no:cacheprovider tests/test_device_aug.py tests/test_cuda_sync.py ;;
+tests) part 90 python3 -m pytest -q -p no:cacheprovider tests/data/test_device_aug.py tests/engine/test_cuda_sync.py ;;
 # loop: the full loop, suite vs peer, bf16 (the issue's GPU setting), with MFU
 loop) part 140 python3 benchmarks/throughput.py $DINO precision=bf16 data.augment=device --rounds 3 --steps 10 --warmup 5 \
     --images 4096 --no-loader --out throughput_gpu.csv ;;

@@ -207,7 +207,7 @@ def test_report_skips_a_corrupt_run_and_names_it(tmp_path):
     import subprocess
     import sys
 
-    from tests.test_report import make_runs
+    from tests.report.test_report import make_runs
 
     root = make_runs(tmp_path / "runs")
     (root / "dino-s0" / "metrics.json").write_text("{ not json")

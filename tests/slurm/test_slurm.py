@@ -102,7 +102,7 @@ def test_two_task_ddp_job_equals_one_process(tmp_path):
 def test_requeued_job_resumes_with_one_result(tmp_path, monkeypatch):
     epochs, pause_step = 4, 4  # 5 steps per epoch: the job pauses mid-epoch 1, right after its step-4 checkpoint
     # crops drawn batched (data.augment=device, seeded per step): a third of the time of per-image PIL crops
-    # here; resuming the PIL loader mid-epoch is covered in-process by tests/test_engine.py
+    # here; resuming the PIL loader mid-epoch is covered in-process by tests/engine/test_engine.py
     fast = ["data.augment=device"]
     release = tmp_path / "release"
     # The job waits after step 4 until `release` exists (sbatch passes the environment on), so the requeue

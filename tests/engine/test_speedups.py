@@ -16,7 +16,7 @@ from ssl_bench.config import build_config
 from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
 from ssl_bench.engine.train import build_method, device_normalizer, make_optimizer, make_train_step, resolve
 from tests.conftest import TINY
-from tests.test_methods import _views
+from tests.methods.test_methods import _views
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssl_bench.methods.base import StepState
-from tests.test_methods import VARIANTS, _method, _views
+from tests.methods.test_methods import VARIANTS, _method, _views
 
 
 @pytest.mark.parametrize("name,extra", VARIANTS, ids=[f"{m}{''.join(e)}" for m, e in VARIANTS])
