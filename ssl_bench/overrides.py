@@ -14,6 +14,13 @@ from ssl_bench.errors import ConfigError
 SELECTORS = ("method", "backbone", "preset", "cluster")
 
 
+def expand_shorthand(item: str) -> str:
+    """``evals=knn,linear`` -> ``eval.evals=[knn,linear]``; anything else unchanged. The one place the
+    shorthand is read (run, sweep, ablate, eval run=, eval weights=)."""
+    key, sep, value = item.partition("=")
+    return f"eval.evals=[{value}]" if sep and key == "evals" else item
+
+
 def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     """Split ``key=value`` strings into selector values and the remaining dotlist."""
     selectors: dict[str, str] = {}
@@ -22,8 +29,8 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         if "=" not in item:
             raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
         key, value = item.split("=", 1)
-        if key == "evals":  # shorthand: evals=knn,linear
-            rest.append(f"eval.evals=[{value}]")
+        if key == "evals":
+            rest.append(expand_shorthand(item))
         elif key in SELECTORS:
             selectors[key] = value
         else:

@@ -62,12 +62,13 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
     from omegaconf import OmegaConf
 
     from ssl_bench.config import load_config, to_run_config
+    from ssl_bench.overrides import expand_shorthand
 
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():
         raise UserError(f"run={str(run_dir)!r} is not a run folder with config.yaml and checkpoint.pt")
     saved = load_config(run.path / "config.yaml")
-    over = [o if not o.startswith("evals=") else f"eval.evals=[{o.split('=', 1)[1]}]" for o in overrides]
+    over = [expand_shorthand(o) for o in overrides]
     bad = [o for o in over if not o.startswith(("eval.", "device=", "data.root=", "data.num_workers=", "threads="))]
     if bad:
         raise UserError(f"eval accepts evals=..., eval.*, data.root, device, threads; got {bad[0]!r}")

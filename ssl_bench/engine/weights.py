@@ -210,7 +210,6 @@ def evaluate_weights(overrides: list[str]):
             f"weights={path!r} has no export .json beside it: pass backbone=NAME (and its img_size, "
             "patch_size, ...) the weights were trained with"
         )
-    over = [o if not o.startswith("evals=") else f"eval.evals=[{o.split('=', 1)[1]}]" for o in over]
     cfg = build_config(over)
     cfg = replace(cfg, weights=str(Path(path).resolve()))
     for name in cfg.eval.evals:

@@ -11,7 +11,6 @@ escaped, constant keys in the caption, wide tables split so each part fits a pag
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -310,36 +309,3 @@ def filtered_runs(root: str, filters: dict[str, str]) -> pd.DataFrame:
     df = apply_filters(df, filters)
     df.attrs.update(attrs)
     return df
-
-
-def report_command(overrides: list[str]) -> int:
-    opts, filters = parse_filters(overrides)
-    root = opts.get("results_root", "results/runs")
-    df = filtered_runs(root, filters)
-    skipped = df.attrs.get("skipped", [])
-    if skipped:
-        print(
-            f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
-            file=sys.stderr,
-        )
-    if df.empty:
-        print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
-        return 0
-    cols = opts["columns"].split(",") if "columns" in opts else None
-    by = opts["by"].split(",") if opts.get("by") else None
-    table, numeric, keys = summarise(df, cols, by)
-    table, sources = add_published(table, [c for c in table.columns if c not in keys])
-    caption = "; ".join(sources)
-    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), caption, numeric, keys)
-    print(table.to_markdown(index=False))
-    print("cells: mean ± std over the n runs of a row, which differ only in seed")
-    if extra := [k for k in keys if k not in ROW_KEYS]:
-        print(f"rows also differ in: {', '.join(extra)}")
-    if table.astype(str).apply(lambda c: c.str.contains(BELOW_INIT)).any().any():
-        print(f"{BELOW_INIT}: below the same row at random initialisation (training made it worse)")
-    if table.astype(str).apply(lambda c: c.str.contains(COLLAPSED)).any().any():
-        print(f"{COLLAPSED}: a run of this row collapsed (train/collapsed; see its train.jsonl)")
-    for line in sources:
-        print(line)
-    print("\nwrote " + ", ".join(map(str, paths)))
-    return 0

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ssl_bench.errors import UserError
 from ssl_bench.report import plots
-from ssl_bench.report.tables import apply_filters, filtered_runs, parse_filters
+from ssl_bench.report.tables import apply_filters
 from ssl_bench.results import load_train_logs
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 KINDS = ["bar", "knn_curve", "loss", "attention", "all"]
 
 
-def _filtered_logs(root: str, filters: dict[str, str]):
+def filtered_logs(root: str, filters: dict[str, str]):
     """Per-epoch logs of the runs the filters select (a filter on eval/metric concerns the metrics only)."""
     logs = load_train_logs(root)
     if logs.empty:
@@ -62,45 +62,3 @@ def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: s
         images.append(np.array(img.resize((size, size))))
         maps.append(att.numpy())
     return plots.attention_grid(images, maps, out_dir, name=f"attention_{run.run_id}")
-
-
-def plot_command(args: list[str]) -> int:
-    kind = "all"
-    if args and "=" not in args[0]:
-        kind = args[0]
-        args = args[1:]
-    if kind not in KINDS:
-        raise UserError(f"unknown plot kind {kind!r}; valid: {', '.join(KINDS)}")
-    opts, filters = parse_filters(args)
-    run = filters.pop("run", None)
-    root, out = opts.get("results_root", "results/runs"), opts.get("out", "results/figures")
-    written: list[Path] = []
-    if kind == "attention":
-        if not run:
-            raise UserError("plot attention needs run=RUN_DIR")
-        written += attention_for_run(run, out, seg_root=filters.pop("eval.seg_root", None))
-    else:
-        df = filtered_runs(root, filters)
-        logs = _filtered_logs(root, filters)
-        if df.empty and logs.empty:
-            raise UserError(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
-        if kind in ("bar", "all"):
-            for ev, metric in [
-                ("knn", "top1"),
-                ("linear", "top1"),
-                ("seg", "jaccard_best_head"),
-                ("seg", "patch_probe_miou"),
-            ]:
-                if ((df["eval"] == ev) & (df["metric"] == metric)).any():
-                    written += plots.bar_chart(df, out, ev, metric)
-        if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:
-            written += plots.curves(logs, out, "knn_top1", "knn_curve")
-        elif kind == "knn_curve":
-            raise UserError("no per-epoch k-NN in the logs: train with eval.knn_every=N")
-        if kind in ("loss", "all") and "loss" in logs.columns:
-            written += plots.loss_panels(logs, out)
-    for p in written:
-        print(p)
-    if not written:
-        raise UserError(f"nothing to plot for kind {kind!r} under {root}")
-    return 0

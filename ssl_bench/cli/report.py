@@ -1,0 +1,95 @@
+"""``report`` and ``plot``: tables and figures from the results folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ssl_bench.errors import UserError
+from ssl_bench.report import plots
+from ssl_bench.report.figures import KINDS, attention_for_run, filtered_logs
+from ssl_bench.report.tables import (
+    BELOW_INIT,
+    COLLAPSED,
+    ROW_KEYS,
+    add_published,
+    filtered_runs,
+    parse_filters,
+    summarise,
+    write_tables,
+)
+
+
+def cmd_report(overrides: list[str]) -> int:
+    opts, filters = parse_filters(overrides)
+    root = opts.get("results_root", "results/runs")
+    df = filtered_runs(root, filters)
+    skipped = df.attrs.get("skipped", [])
+    if skipped:
+        print(
+            f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
+            file=sys.stderr,
+        )
+    if df.empty:
+        print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
+        return 0
+    cols = opts["columns"].split(",") if "columns" in opts else None
+    by = opts["by"].split(",") if opts.get("by") else None
+    table, numeric, keys = summarise(df, cols, by)
+    table, sources = add_published(table, [c for c in table.columns if c not in keys])
+    caption = "; ".join(sources)
+    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), caption, numeric, keys)
+    print(table.to_markdown(index=False))
+    print("cells: mean ± std over the n runs of a row, which differ only in seed")
+    if extra := [k for k in keys if k not in ROW_KEYS]:
+        print(f"rows also differ in: {', '.join(extra)}")
+    if table.astype(str).apply(lambda c: c.str.contains(BELOW_INIT)).any().any():
+        print(f"{BELOW_INIT}: below the same row at random initialisation (training made it worse)")
+    if table.astype(str).apply(lambda c: c.str.contains(COLLAPSED)).any().any():
+        print(f"{COLLAPSED}: a run of this row collapsed (train/collapsed; see its train.jsonl)")
+    for line in sources:
+        print(line)
+    print("\nwrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def cmd_plot(args: list[str]) -> int:
+    kind = "all"
+    if args and "=" not in args[0]:
+        kind = args[0]
+        args = args[1:]
+    if kind not in KINDS:
+        raise UserError(f"unknown plot kind {kind!r}; valid: {', '.join(KINDS)}")
+    opts, filters = parse_filters(args)
+    run = filters.pop("run", None)
+    root, out = opts.get("results_root", "results/runs"), opts.get("out", "results/figures")
+    written: list[Path] = []
+    if kind == "attention":
+        if not run:
+            raise UserError("plot attention needs run=RUN_DIR")
+        written += attention_for_run(run, out, seg_root=filters.pop("eval.seg_root", None))
+    else:
+        df = filtered_runs(root, filters)
+        logs = filtered_logs(root, filters)
+        if df.empty and logs.empty:
+            raise UserError(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
+        if kind in ("bar", "all"):
+            for ev, metric in [
+                ("knn", "top1"),
+                ("linear", "top1"),
+                ("seg", "jaccard_best_head"),
+                ("seg", "patch_probe_miou"),
+            ]:
+                if ((df["eval"] == ev) & (df["metric"] == metric)).any():
+                    written += plots.bar_chart(df, out, ev, metric)
+        if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:
+            written += plots.curves(logs, out, "knn_top1", "knn_curve")
+        elif kind == "knn_curve":
+            raise UserError("no per-epoch k-NN in the logs: train with eval.knn_every=N")
+        if kind in ("loss", "all") and "loss" in logs.columns:
+            written += plots.loss_panels(logs, out)
+    for p in written:
+        print(p)
+    if not written:
+        raise UserError(f"nothing to plot for kind {kind!r} under {root}")
+    return 0

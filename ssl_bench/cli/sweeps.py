@@ -1,0 +1,186 @@
+"""``sweep``, ``status`` and ``ablate``: grids of runs, their state, and a method's ablation grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.atomic import write_json
+from ssl_bench.errors import UserError
+from ssl_bench.results import flatten, new_run_id
+from ssl_bench.slurm.status import member_state
+from ssl_bench.sweep import ablation_grid, ablation_variants, expand_grid, yaml_dict
+
+log = logging.getLogger(__name__)
+
+
+def cmd_sweep(args: list[str]) -> int:
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.launch import launch, plan
+    from ssl_bench.sweep import expand_grid
+
+    grid = expand_grid(args)
+    cfgs = plan([build_config(g) for g in grid])  # validate every member before submitting any
+    first = cfgs[0]
+    sweep_id = new_run_id("sweep", first.method.name, first.dataset, first.seed)
+    manifest_path = Path(first.results_root).parent / "sweeps" / f"{sweep_id}.json"
+    members: list[dict[str, Any]] = []
+    manifest = {"sweep_id": sweep_id, "launcher": first.launcher, "created": time.time(), "members": members}
+    if first.launcher == "slurm":
+        jobs = launch(cfgs, array_folder=manifest_path.parent / sweep_id)
+        for g, started in zip(grid, jobs):
+            members.append({"overrides": g, "run_dir": str(started.run.path), "job_id": started.job_id})
+        write_json(manifest_path, manifest)
+        print(f"submitted {len(jobs)} runs as job array {str(jobs[0].job_id).split('_')[0]}")
+        print(f"sweep manifest: {manifest_path}\nstatus: python -m ssl_bench status {manifest_path}")
+        return 0
+    for g, c in zip(grid, cfgs):
+        members.append({"overrides": g, "run_dir": c.run_dir, "job_id": None})
+    write_json(manifest_path, manifest)  # before training: status can follow the sweep
+    launch(cfgs, on_start=lambda i, c: log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(grid[i])))
+    print(f"sweep manifest: {manifest_path}")
+    return 0
+
+
+def cmd_status(args: list[str]) -> int:
+    if len(args) != 1:
+        raise UserError("usage: python -m ssl_bench status SWEEP_MANIFEST.json|SWEEP_ID|RUN_DIR")
+    target = Path(args[0])
+    if target.is_dir() and (target / "config.yaml").is_file():
+        status = json.loads((target / "status.json").read_text()) if (target / "status.json").is_file() else {}
+        members = [{"run_dir": str(target), "job_id": status.get("job_id")}]
+    else:
+        if not target.is_file():
+            target = Path("results/sweeps") / f"{args[0]}.json"
+        if not target.is_file():
+            raise UserError(f"{args[0]!r} is neither a run folder nor a sweep manifest (results/sweeps/*.json)")
+        try:
+            members = json.loads(target.read_text())["members"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(
+                f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
+    rows = [member_state(m["run_dir"], m.get("job_id")) for m in members]
+    for r in rows:
+        line = (
+            f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  "
+            f"{r['run_dir']}"
+        )
+        print(line)
+        if r.get("error"):
+            print("    " + r["error"].replace("\n", "\n    "))
+    states = ("pending", "running", "done", "failed", "stopped", "unreadable")
+    counts = {s: sum(r["state"] == s for r in rows) for s in states}
+    print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in states[:4]))
+    return 0
+
+
+def cmd_ablate(args: list[str]) -> int:
+    """``ablate METHOD [overrides, with optional extra grids]``: run every variant of the method's grid
+    (``configs/ablations/<method>.yaml``), then write the per-epoch figure of its diagnostics and a table of
+    k-NN top-1, the diagnostics at the last epoch and the collapse flag."""
+    import pandas as pd
+
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.launch import launch
+    from ssl_bench.errors import UserError
+    from ssl_bench.report.plots import ablation_figure
+    from ssl_bench.report.tables import write_tables
+    from ssl_bench.results import new_run_id
+
+    if not args or "=" in args[0]:
+        raise UserError("usage: python -m ssl_bench ablate METHOD [key=value ...] (e.g. ablate dino)")
+    method = args[0]
+    grid = ablation_grid(method)
+    overrides = [a for a in args[1:] if not a.startswith("out=")]
+    outs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out=")]
+    grids = expand_grid(overrides)
+    base = build_config([f"method={method}", *grids[0]])  # validate once before running anything
+    variants = ablation_variants(grid, base)
+    sweep_id = new_run_id("ablate", method, base.dataset, base.seed)
+    out_root = Path(base.results_root).parent
+    fig_dir, tab_dir = (
+        (Path(outs[0]) if outs else out_root / "figures"),
+        (Path(outs[0]) if outs else out_root / "tables"),
+    )
+    members = []
+    for g in grids:
+        extra = [o for o in g if o.split("=", 1)[0] in {k.split("=", 1)[0] for k in overrides if "," in k}]
+        for name, var in variants.items():
+            label = name + (" | " + " ".join(extra) if extra else "")
+            cfg = build_config([f"method={method}", *g, *var])
+            members.append((label, cfg))
+    manifest: dict[str, Any] = {"sweep_id": sweep_id, "members": []}
+    manifest_path = Path(base.results_root).parent / "sweeps" / f"{sweep_id}.json"
+    from dataclasses import replace
+
+    cfgs = [
+        replace(cfg, run_dir=str(Path(cfg.results_root) / f"{sweep_id}-{i:02d}")) for i, (_, cfg) in enumerate(members)
+    ]
+    labels = [label for label, _ in members]
+    if base.launcher == "slurm":  # the sweep path: one job array, then collect when every member is done
+        from ssl_bench.slurm.submit import wait_for
+
+        jobs = launch(cfgs, array_folder=manifest_path.parent / sweep_id)
+        manifest["members"] = [
+            {"variant": label, "run_dir": str(j.run.path), "job_id": j.job_id} for label, j in zip(labels, jobs)
+        ]
+        write_json(manifest_path, manifest)
+        print(f"submitted {len(jobs)} ablation runs as one job array; manifest {manifest_path}")
+        failed = [j.run.path for j in jobs if wait_for(j.job, j.run) != 0]
+        if failed:
+            raise UserError(
+                f"{len(failed)} ablation runs failed, e.g. {failed[0]}; see python -m ssl_bench status {manifest_path}"
+            )
+    else:
+
+        def started(i: int, cfg) -> None:
+            log.info("ablation %d/%d: %s", i + 1, len(members), labels[i])
+            manifest["members"].append({"variant": labels[i], "run_dir": cfg.run_dir, "job_id": None})
+            write_json(manifest_path, manifest)
+
+        jobs = launch(cfgs, on_start=started)
+    results = [(label, j.run) for label, j in zip(labels, jobs)]
+    rows, logs = [], []
+    diagnostics = grid.get("diagnostics") or {}
+    for label, run in results:
+        m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
+        train_log = run.read_train_log()
+        final = train_log[-1]
+        rows.append(
+            {
+                "variant": label,
+                "knn top-1": m.get(("knn", "top1"), float("nan")),
+                "random init": m.get(("knn@init", "top1"), float("nan")),
+                **{name: final.get(key, float("nan")) for key, name in diagnostics.items()},
+                "collapsed": bool(m.get(("train", "collapsed"), 0.0)),
+            }
+        )
+        logs += [{**r, "variant": label} for r in train_log]
+    table = pd.DataFrame(rows)
+    table_fmt = table.assign(
+        **{c: table[c].map(lambda v: f"{v:.4f}") for c in ("knn top-1", "random init", *diagnostics.values())}
+    )
+    ceiling_key: str = grid.get("ceiling_log_of") or ""
+    ceiling = float(flatten(yaml_dict(base))[ceiling_key]) if ceiling_key else None
+    caption = f"{method} ablation, {base.dataset}, {base.optim.epochs} epochs" + (
+        f", ln({ceiling_key.rsplit('.', 1)[-1]})={math.log(ceiling):.3f}" if ceiling else ""
+    )
+    paths = write_tables(table_fmt, tab_dir, f"ablation_{method}", caption)
+    paths += ablation_figure(
+        pd.DataFrame(logs),
+        fig_dir,
+        list(diagnostics),
+        ceiling,
+        f"ln({ceiling_key.rsplit('.', 1)[-1]})" if ceiling_key else "",
+        f"ablation_{method}",
+        order=list(grid["variants"]),
+    )
+    print(table_fmt.to_markdown(index=False))
+    print("\nwrote " + ", ".join(map(str, paths)))
+    return 0
