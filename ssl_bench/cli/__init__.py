@@ -83,7 +83,7 @@ HELP = {  # per command: what it does, its own options (config keys are listed f
     "export": "export run=RUN_DIR out=FILE [format=timm|torchvision]: the evaluation encoder as a state dict, "
     ".safetensors and the .json of timm.create_model / torchvision arguments",
     "report": "report [results_root=results/runs] [out=results/tables] [name=summary] [columns=knn/top1,...] "
-    "[by=method,optim.lr] [KEY=VALUE,... filters on any run column or config key]",
+    "[by=method,optim.lr] [caption=TEXT] [KEY=VALUE,... filters on any run column or config key]",
     "plot": "plot [bar|knn_curve|loss|attention|all] [results_root=...] [out=results/figures] [run=RUN_DIR for "
     "attention] [KEY=VALUE filters]",
     "status": "status results/sweeps/SWEEP.json | RUN_DIR: the state of each member (and its log tail)",

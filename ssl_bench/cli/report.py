@@ -37,8 +37,8 @@ def cmd_report(overrides: list[str]) -> int:
     by = opts["by"].split(",") if opts.get("by") else None
     table, numeric, keys = summarise(df, cols, by)
     table, sources = add_published(table, [c for c in table.columns if c not in keys])
-    caption = "; ".join(sources)
-    paths = write_tables(table, opts.get("out", "results/tables"), opts.get("name", "summary"), caption, numeric, keys)
+    out, name = opts.get("out", "results/tables"), opts.get("name", "summary")
+    paths = write_tables(table, out, name, opts.get("caption", ""), numeric, keys, notes="; ".join(sources))
     print(table.to_markdown(index=False))
     print("cells: mean ± std over the n runs of a row, which differ only in seed")
     if extra := [k for k in keys if k not in ROW_KEYS]:

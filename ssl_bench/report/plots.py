@@ -325,7 +325,7 @@ def ablation_figure(
 
 def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[Path]:
     """Rows = images; first column the image, then one column per head (CLS-to-patch attention, each map
-    scaled to its own maximum), with one colour bar for the scale."""
+    scaled from its own minimum to its own maximum), with one colour bar for the scale."""
     n, heads = len(images), attn_maps[0].shape[0]
     with plt.rc_context(RC):
         fig, axes = plt.subplots(n, heads + 1, figsize=(0.9 * (heads + 1) + 0.5, 0.9 * n), squeeze=False)
@@ -335,7 +335,8 @@ def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[
             if i == 0:
                 axes[i, 0].set_title("image", fontsize=6)
             for h in range(heads):
-                a = att[h] / max(float(att[h].max()), 1e-12)
+                lo, hi = float(att[h].min()), float(att[h].max())
+                a = (att[h] - lo) / max(hi - lo, 1e-12)  # each map spans the colour scale
                 im = axes[i, h + 1].imshow(a, cmap="inferno", vmin=0, vmax=1)
                 if i == 0:
                     axes[i, h + 1].set_title(f"head {h}", fontsize=6)
@@ -345,6 +346,6 @@ def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[
         cax = fig.add_axes((0.92, 0.15, 0.015, 0.7))
         assert im is not None  # at least one image and one head
         cb = fig.colorbar(im, cax=cax)
-        cb.set_label("attention / head max", fontsize=6)
+        cb.set_label("attention (each map: its min to its max)", fontsize=6)
         cb.ax.tick_params(labelsize=5)
         return save_figure(fig, out_dir, name)

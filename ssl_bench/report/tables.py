@@ -11,6 +11,7 @@ escaped, constant keys in the caption, wide tables split so each part fits a pag
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 ROW_KEYS = ["method", "backbone", "dataset", "preset", "epochs"]
 ID_COLUMNS = ["run_id", *ROW_KEYS, "seed", "eval", "metric"]
 BELOW_INIT = "↓init"  # marks a mean below the same row's random-initialisation number
-COLLAPSED = "†"  # marks every number of a row in which a run collapsed (train/collapsed)
+COLLAPSED = "†"  # marks every evaluation number of a row in which a run collapsed (train/collapsed)
 DEFAULT_COLUMNS = [
     "knn/top1",
     "knn@init/top1",
@@ -34,7 +35,7 @@ DEFAULT_COLUMNS = [
     "seg/patch_probe_miou",
     "train/collapsed",
 ]
-REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by")
+REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by", "caption")
 LATEX_VALUE_COLUMNS = 5  # value columns per LaTeX table part: wider tables do not fit a page
 MISSING = "—"
 
@@ -135,7 +136,8 @@ def summarise(
     coll = aggregate(df[(df["eval"] == "train") & (df["metric"] == "collapsed")], keys)
     hit = {tuple(r[k] for k in keys) for _, r in coll.iterrows() if r["mean"] > 0}
     for i, r in agg.iterrows():
-        if tuple(r[k] for k in keys) in hit and metric(r["column"]).kind != "bool" and "@init" not in r["column"]:
+        evaluated = not r["column"].startswith("train/") and "@init" not in r["column"]  # what the features score
+        if tuple(r[k] for k in keys) in hit and evaluated:
             agg.at[i, "cell"] = agg.at[i, "cell"] + f" {COLLAPSED}"
     wide = agg.pivot_table(index=keys, columns="column", values="cell", aggfunc="first").reset_index()
     wide.columns.name = None
@@ -194,33 +196,42 @@ def _header(column: str) -> str:
 
 
 def to_latex(
-    table: pd.DataFrame, caption: str = "", keys: list[str] | None = None, max_value_columns: int = LATEX_VALUE_COLUMNS
+    table: pd.DataFrame,
+    caption: str = "",
+    keys: list[str] | None = None,
+    max_value_columns: int = LATEX_VALUE_COLUMNS,
+    notes: str = "",
 ) -> str:
     """booktabs tables through pandas' Styler: every cell and header escaped, row keys that are the same in
-    every row said once in the caption, and the value columns split into parts that fit a page."""
+    every row said once in the caption (after ``caption``, before ``notes`` such as sources), and the value
+    columns split into parts of equal width that fit a page."""
     keys = [k for k in (keys or []) if k in table.columns]
     const = [k for k in keys if k != "method" and len(table) > 1 and table[k].nunique(dropna=False) == 1]
     shown = [k for k in keys if k not in const]
     values = [c for c in table.columns if c not in keys]
     facts = "; ".join(f"{k} {table[k].iloc[0]}" for k in const)
     caption = ". ".join(
-        p for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed" if keys else "") if p
+        p
+        for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed" if keys else "", notes)
+        if p
     )
-    parts = [values[i : i + max_value_columns] for i in range(0, len(values), max_value_columns)] or [[]]
-    math = lambda s: (
+    n_parts = max(1, math.ceil(len(values) / max_value_columns))
+    width = math.ceil(len(values) / n_parts) if values else 0
+    parts = [values[i : i + width] for i in range(0, len(values), width)] if values else [[]]
+    tex = lambda s: (
         str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$").replace(COLLAPSED, r"\dag")
     )
     out = []
     for i, cols in enumerate(parts):
         part = table[shown + cols].rename(columns=_header)
         cap = caption + (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "")
-        sty = part.style.hide(axis="index").format(math, escape="latex").format_index(math, escape="latex", axis=1)
+        sty = part.style.hide(axis="index").format(tex, escape="latex").format_index(tex, escape="latex", axis=1)
         out.append(
             sty.to_latex(
                 hrules=True,
                 position_float="centering",
                 column_format="l" * part.shape[1],
-                caption=math(_escape(cap)) if cap else None,
+                caption=tex(_escape(cap)) if cap else None,
             )
         )
     return "\n".join(out)
@@ -252,12 +263,13 @@ def write_tables(
     caption: str = "",
     numeric: pd.DataFrame | None = None,
     keys: list[str] | None = None,
+    notes: str = "",
 ) -> list[Path]:
     """NAME.md (display), NAME.tex (LaTeX) and NAME.csv (``numeric`` when given: numbers a tool can read)."""
     out = Path(out_dir)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], table.to_markdown(index=False) + "\n")
-    write_text(paths[1], to_latex(table, caption, keys))
+    write_text(paths[1], to_latex(table, caption, keys, notes=notes))
     write_text(paths[2], (numeric if numeric is not None else table).to_csv(index=False))
     return paths
 
