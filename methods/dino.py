@@ -17,6 +17,7 @@ from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
     BackboneHead,
     Method,
@@ -57,8 +58,6 @@ class DINOConfig:
     n_local: int = 8
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         for key in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"bad value for 'method.{key}': {getattr(self, key)}; must be > 0")

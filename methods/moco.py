@@ -22,6 +22,7 @@ from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
     BackboneHead,
     Method,
@@ -70,8 +71,6 @@ class MoCoConfig:
     n_local: int = 0
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         if self.queue_size < 1:
             raise ConfigError(f"bad value for 'method.queue_size': {self.queue_size}; must be >= 1")
         if self.shuffle_bn_groups < 1:

@@ -14,6 +14,7 @@ from ssl_bench import dist as D
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method, StepState, multicrop_forward, ring_enqueue
 from ssl_bench.registry import register_method
 
@@ -46,8 +47,6 @@ class SwAVConfig:
     prototypes_lr_mult: float = 1.0
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         if self.queue_size < 0:
             raise ConfigError(f"bad value for 'method.queue_size': {self.queue_size}; must be >= 0 (0 = no queue)")
 

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ssl_bench.results import RunDir
+from ssl_bench.slurm.submit import slurm_job_state
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def member_state(run_dir: str, job_id: str | None) -> dict:
 
 
 def _member_state(run: RunDir, job_id: str | None) -> dict:
-    from ssl_bench.slurm.submit import slurm_job_state
-
     status = json.loads((run.path / "status.json").read_text()) if (run.path / "status.json").is_file() else {}
     state = status.get("state")
     if state is None:

@@ -25,6 +25,7 @@ import torch
 
 from ssl_bench.atomic import write_json
 from ssl_bench.config import RunConfig, to_yaml
+from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
 from ssl_bench.results import RunDir, fresh_run_dir  # noqa: F401 (re-exported)
 
@@ -67,8 +68,6 @@ class TrainJob:
     def __call__(self) -> list[dict]:
         import submitit
         import torch.distributed as dist
-
-        from ssl_bench.engine.train import train
 
         env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cuda = torch.cuda.is_available() and self.cfg.device != "cpu"

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_bench.errors import ConfigError
 from ssl_bench.overrides import SELECTORS, all_keys, friendly_error, parse_overrides  # noqa: F401
 from ssl_bench.presets import load_cluster_preset, load_preset, preset_names, recipe_names  # noqa: F401
+from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 
 
 def choice(default: Any, choices: list, help: str = "") -> Any:
@@ -35,8 +36,6 @@ class BackboneConfig:
     img_size: int = 32
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         if self.img_size < 1:
             raise ConfigError(f"bad value for 'backbone.img_size': {self.img_size}; valid: a positive number of pixels")
 
@@ -65,8 +64,6 @@ class AugConfig:
     local: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.5, solarize_p=0.0))
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         probs = {"flip_p": self.flip_p, "jitter_p": self.jitter_p, "grey_p": self.grey_p}
         for view in ("global1", "global2", "local"):
             v = getattr(self, view)
@@ -123,8 +120,6 @@ class DataConfig:
     device_load_size: Optional[int] = None
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         ranges = [
             ("n_global", self.n_global, 1),
             ("n_local", self.n_local, 0),
@@ -176,8 +171,6 @@ class OptimConfig:
     max_param_norm: float = 1.0e4
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         checks = [
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -235,8 +228,6 @@ class EvalConfig:
     seg_train_fraction: float = 0.5  # linear patch probe: first fraction of sorted pairs trains, rest tests
 
     def check(self) -> None:
-        from ssl_bench.errors import ConfigError
-
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ConfigError(f"bad value for 'eval.crop_fraction': {self.crop_fraction}; valid: (0, 1] (DINO: 0.875)")
         if self.linear_last_blocks < 0:
@@ -283,8 +274,6 @@ class ClusterConfig:
         character would start a new line of the script, so none is allowed, and extra keys must be
         sbatch long-option names."""
         import re
-
-        from ssl_bench.errors import ConfigError
 
         for f in dataclasses.fields(self):
             values = getattr(self, f.name)
@@ -354,7 +343,6 @@ def _validate(obj: Any, prefix: str = "") -> None:
 
 def build_config(overrides: list[str] | None = None) -> RunConfig:
     """Resolve a RunConfig from CLI-style overrides (see module docstring)."""
-    from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 
     selectors, dotlist = parse_overrides(list(overrides or []))
     preset_name = selectors.get("preset", "default")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import itertools
 import logging
 
+from ssl_bench.config import to_yaml
+from ssl_bench.errors import UserError
+from ssl_bench.results import flatten
+
 log = logging.getLogger(__name__)
 
 
@@ -45,8 +49,6 @@ def ablation_grid(method: str) -> dict:
 
     import yaml
 
-    from ssl_bench.errors import UserError
-
     folder = resources.files("ssl_bench").joinpath("configs", "ablations")
     names = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
     if method not in names:
@@ -60,8 +62,6 @@ def ablation_variants(grid: dict, base) -> dict[str, list[str]]:
     """The grid's variants with every ``${key}`` replaced by the base config's value of key."""
     import re
 
-    from ssl_bench.results import flatten
-
     flat = flatten(yaml_dict(base))
     sub = lambda o: re.sub(r"\$\{([^}]+)\}", lambda m: str(flat[m.group(1)]), o)
     return {label: [sub(o) for o in overrides] for label, overrides in grid["variants"].items()}
@@ -69,7 +69,5 @@ def ablation_variants(grid: dict, base) -> dict[str, list[str]]:
 
 def yaml_dict(cfg) -> dict:
     import yaml
-
-    from ssl_bench.config import to_yaml
 
     return yaml.safe_load(to_yaml(cfg))

@@ -123,3 +123,18 @@ def test_the_core_imports_no_plug_in():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
     assert "none registered yet: call ssl_bench.plugins.load_all()" in out
     assert out.strip().endswith("[]"), out
+
+
+def test_the_project_s_own_imports_are_at_module_top():
+    """A function-level import between the project's own modules hides an arrow from a reader (heavy optional
+    libraries such as kornia, submitit, seaborn or tensorboard may still be imported where they are used)."""
+    inner = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        mod = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
+                        if mod and mod.startswith("ssl_bench"):
+                            inner.append(f"{name}:{sub.lineno} {mod}")
+    assert not inner, "move to the module top: " + ", ".join(inner)

@@ -9,10 +9,13 @@ import signal
 import sys
 import threading
 
+from ssl_bench import plugins
 from ssl_bench.cli.report import cmd_plot, cmd_report
 from ssl_bench.cli.sweeps import cmd_ablate, cmd_status, cmd_sweep
 from ssl_bench.cli.train import cmd_config, cmd_eval, cmd_export, cmd_list, cmd_run
+from ssl_bench.config import build_config, to_yaml
 from ssl_bench.errors import UserError
+from ssl_bench.results import flatten
 
 USAGE = """python -m ssl_bench COMMAND [key=value ...]
 
@@ -101,9 +104,6 @@ def command_help(command: str, overrides: list[str]) -> str:
     if command in CONFIG_COMMANDS:
         import yaml
 
-        from ssl_bench.config import build_config, to_yaml
-        from ssl_bench.results import flatten
-
         chosen = [o for o in overrides if o.split("=", 1)[0] in ("method", "backbone", "preset")]
         if command == "ablate" and overrides and "=" not in overrides[0]:
             chosen.append(f"method={overrides[0]}")
@@ -122,8 +122,6 @@ def command_help(command: str, overrides: list[str]) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
-    from ssl_bench import plugins
-
     plugins.load_all()  # the CLI loads every plug-in once; the core below never imports one
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):

@@ -10,19 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.atomic import write_json
+from ssl_bench.config import build_config
+from ssl_bench.engine.launch import launch, plan
 from ssl_bench.errors import UserError
+from ssl_bench.report.plots import ablation_figure
+from ssl_bench.report.tables import write_tables
 from ssl_bench.results import flatten, new_run_id
 from ssl_bench.slurm.status import member_state
+from ssl_bench.slurm.submit import wait_for
 from ssl_bench.sweep import ablation_grid, ablation_variants, expand_grid, yaml_dict
 
 log = logging.getLogger(__name__)
 
 
 def cmd_sweep(args: list[str]) -> int:
-    from ssl_bench.config import build_config
-    from ssl_bench.engine.launch import launch, plan
-    from ssl_bench.sweep import expand_grid
-
     grid = expand_grid(args)
     cfgs = plan([build_config(g) for g in grid])  # validate every member before submitting any
     first = cfgs[0]
@@ -86,13 +87,6 @@ def cmd_ablate(args: list[str]) -> int:
     k-NN top-1, the diagnostics at the last epoch and the collapse flag."""
     import pandas as pd
 
-    from ssl_bench.config import build_config
-    from ssl_bench.engine.launch import launch
-    from ssl_bench.errors import UserError
-    from ssl_bench.report.plots import ablation_figure
-    from ssl_bench.report.tables import write_tables
-    from ssl_bench.results import new_run_id
-
     if not args or "=" in args[0]:
         raise UserError("usage: python -m ssl_bench ablate METHOD [key=value ...] (e.g. ablate dino)")
     method = args[0]
@@ -124,8 +118,6 @@ def cmd_ablate(args: list[str]) -> int:
     ]
     labels = [label for label, _ in members]
     if base.launcher == "slurm":  # the sweep path: one job array, then collect when every member is done
-        from ssl_bench.slurm.submit import wait_for
-
         jobs = launch(cfgs, array_folder=manifest_path.parent / sweep_id)
         manifest["members"] = [
             {"variant": label, "run_dir": str(j.run.path), "job_id": j.job_id} for label, j in zip(labels, jobs)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from ssl_bench.config import build_config, preset_names, to_yaml
+from ssl_bench.engine.evaluation import evaluate_run
+from ssl_bench.engine.launch import launch
+from ssl_bench.engine.setup import RunResult, resolve
+from ssl_bench.engine.weights import FORMATS, evaluate_weights, export_run
 from ssl_bench.errors import UserError
+from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
+from ssl_bench.slurm.submit import wait_for
 
 
 def cmd_run(overrides: list[str]) -> int:
-    from ssl_bench.config import build_config
-    from ssl_bench.engine.launch import launch
-
     cfg = build_config(overrides)
     [started] = launch([cfg])
     if started.job is not None:
-        from ssl_bench.engine.setup import RunResult
-        from ssl_bench.slurm.submit import wait_for
-
         print(f"submitted SLURM job {started.job_id}\nrun folder: {started.run.path}")
         if not cfg.wait:
             return 0
@@ -52,9 +53,6 @@ def cmd_run(overrides: list[str]) -> int:
 
 
 def cmd_eval(overrides: list[str]) -> int:
-    from ssl_bench.engine.evaluation import evaluate_run
-    from ssl_bench.engine.weights import evaluate_weights
-
     runs = [o.split("=", 1)[1] for o in overrides if o.startswith("run=")]
     weights = [o for o in overrides if o.startswith("weights=")]
     if len(runs) + len(weights) != 1:
@@ -73,8 +71,6 @@ def cmd_eval(overrides: list[str]) -> int:
 
 
 def cmd_export(overrides: list[str]) -> int:
-    from ssl_bench.engine.weights import FORMATS, export_run
-
     opts = dict(o.split("=", 1) for o in overrides if "=" in o)
     bad = [o for o in overrides if "=" not in o or o.split("=", 1)[0] not in ("run", "out", "format")]
     if bad or "run" not in opts or "out" not in opts:
@@ -88,17 +84,12 @@ def cmd_export(overrides: list[str]) -> int:
 
 def cmd_config(overrides: list[str]) -> int:
     """The fully resolved config (recipe, derived crop sizes, CLI overrides) as YAML."""
-    from ssl_bench.config import build_config, to_yaml
-    from ssl_bench.engine.setup import resolve
 
     print(to_yaml(resolve(build_config(overrides))), end="")
     return 0
 
 
 def cmd_list(_: list[str]) -> int:
-    from ssl_bench.config import preset_names
-    from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
-
     for reg in (METHODS, BACKBONES, DATASETS, EVALS):
         print(f"{reg.kind}s:")
         for name in reg.names():

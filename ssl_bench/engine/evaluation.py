@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import RunConfig, load_config, to_run_config
 from ssl_bench.data.datasets import DataSplits, run_datasets
 from ssl_bench.engine import baselines
 from ssl_bench.engine.checkpoint import load_checkpoint
 from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
 from ssl_bench.errors import UserError
+from ssl_bench.evals.features import EvalContext
+from ssl_bench.overrides import expand_shorthand
 from ssl_bench.registry import EVALS
 from ssl_bench.results import RunDir
 
@@ -24,7 +26,6 @@ def evaluate(
 ) -> list[dict]:
     """The rows of each named evaluation (one feature cache for all); ``write`` gets each eval's rows
     as soon as they exist."""
-    from ssl_bench.evals.features import EvalContext
 
     ctx = EvalContext(cfg, splits, device, cache={})
     rows: list[dict] = []
@@ -60,9 +61,6 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
     """Evaluate a finished run (its checkpoint) with the evals named in ``overrides``
     (``evals=knn,linear,seg`` plus any ``eval.*`` key); rows are merged into its metrics.json."""
     from omegaconf import OmegaConf
-
-    from ssl_bench.config import load_config, to_run_config
-    from ssl_bench.overrides import expand_shorthand
 
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():

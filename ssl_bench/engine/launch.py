@@ -14,7 +14,11 @@ from typing import Any, Callable
 import torch
 
 from ssl_bench.config import RunConfig
+from ssl_bench.engine.setup import RunResult
+from ssl_bench.engine.train import train
+from ssl_bench.errors import UserError
 from ssl_bench.results import RunDir, fresh_run_dir, unique_run_dirs
+from ssl_bench.slurm.submit import submit_array, submit_run
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,6 @@ def launch(
     several are one job array (submitit's files under ``array_folder``); returns at once. Local: the runs
     train one after the other in this process (``on_start(i, cfg)`` before each) and return with results."""
     if cfgs[0].launcher == "slurm":
-        from ssl_bench.slurm.submit import submit_array, submit_run
-
         if len(cfgs) == 1 and array_folder is None:
             job, run = submit_run(cfgs[0])
             return [Launched(run, job=job)]
@@ -66,8 +68,6 @@ def launch(
 def run_here(cfg: RunConfig):
     """Train one run on this machine: joining the processes torchrun / srun started, as ``nproc`` spawned DDP
     processes, or in this process. Returns (RunResult, whether this process is rank 0)."""
-    from ssl_bench.engine.train import train
-    from ssl_bench.errors import UserError
 
     if env_launch():
         if cfg.nproc > 1:
@@ -89,8 +89,6 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, cfg: RunConfig) -> None:
     import torch.distributed as dist
 
-    from ssl_bench.engine.train import train
-
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
@@ -109,8 +107,6 @@ def _worker(rank: int, world: int, port: int, cfg: RunConfig) -> None:
 def run_local_ddp(cfg: RunConfig):
     """Spawn ``cfg.nproc`` processes; returns the run's RunResult (metrics from rank 0's files)."""
     import torch.multiprocessing as mp
-
-    from ssl_bench.engine.setup import RunResult
 
     cfg = fresh_run_dir(cfg)
     mp.spawn(_worker, args=(cfg.nproc, _free_port(), cfg), nprocs=cfg.nproc, join=True)
@@ -133,8 +129,6 @@ def run_env_group(cfg: RunConfig):
     """Join the process group the environment describes (torchrun, srun) and train one run together: rank 0
     picks the run folder and tells the others. Returns (RunResult, is_main)."""
     import torch.distributed as dist
-
-    from ssl_bench.engine.train import train
 
     kind = env_launch()
     if kind == "srun":  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from the SLURM step (submitit's parser)

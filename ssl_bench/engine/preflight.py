@@ -8,6 +8,7 @@ import logging
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import DataSplits, targets_of
 from ssl_bench.errors import UserError
+from ssl_bench.evals.segmentation import seg_pairs
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ def preflight(cfg: RunConfig, splits: DataSplits) -> None:
                 f"{cfg.dataset!r} has {len(classes)} (drop linear from evals)"
             )
     if "seg" in names:
-        from ssl_bench.evals.segmentation import seg_pairs
-
         pairs = seg_pairs(cfg)
         for i in range(len(pairs)):
             pairs[i]  # decodes the image and its mask; a bad file is a UserError naming it

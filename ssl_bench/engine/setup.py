@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from ssl_bench import dist as D
+from ssl_bench.backbones import Backbone
 from ssl_bench.config import RunConfig
 from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method
 from ssl_bench.registry import METHODS
@@ -64,7 +66,6 @@ def prepare_distributed(method: Method, device: torch.device) -> Method:
 def compile_backbones(method: nn.Module) -> int:
     """``torch.compile`` every backbone of ``method`` in place (``Module.compile``: parameters and
     state-dict keys unchanged, so checkpoints load either way). Returns how many were compiled."""
-    from ssl_bench.backbones import Backbone
 
     found = [m for m in method.modules() if isinstance(m, Backbone)]
     for m in found:
@@ -74,7 +75,6 @@ def compile_backbones(method: nn.Module) -> int:
 
 def prepare_process(cfg: RunConfig) -> RunConfig:
     """The resolved config, with this process's threads, determinism and allocator set from it."""
-    from ssl_bench.engine.allocator import keep_freed_memory
 
     cfg = resolve(cfg)
     if cfg.threads > 0:

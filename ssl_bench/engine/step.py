@@ -8,6 +8,8 @@ import torch
 from ssl_bench import dist as D
 from ssl_bench import schedules as S
 from ssl_bench.config import RunConfig
+from ssl_bench.data.datasets import normalize_batch
+from ssl_bench.data.device_aug import DeviceMultiCrop
 from ssl_bench.data.loader import mix_seeds
 from ssl_bench.data.multicrop import crop_policy
 from ssl_bench.engine.optim import clip_gradients, peak_lr
@@ -26,7 +28,6 @@ def ema_update(pairs: list[tuple[list[torch.Tensor], list[torch.Tensor]]], momen
 def device_normalizer(mean, std, dev: torch.device):
     """uint8 (B, C, H, W) crops -> normalised float on ``dev`` (``data.normalize_on_device``): the
     evaluation path's :func:`~ssl_bench.data.datasets.normalize_batch`, the loader's per-crop arithmetic."""
-    from ssl_bench.data.datasets import normalize_batch
 
     m, s = (torch.tensor(t, dtype=torch.float32, device=dev) for t in (mean, std))  # once, not per step
     return lambda v: normalize_batch(v.to(dev), m, s)
@@ -34,7 +35,6 @@ def device_normalizer(mean, std, dev: torch.device):
 
 def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
     """The batched on-device multi-crop of ``data.augment=device`` (same policy as the loader's)."""
-    from ssl_bench.data.device_aug import DeviceMultiCrop
 
     if mean_std is None:
         raise ValueError("data.augment=device needs make_train_step(..., mean_std=(mean, std))")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ssl_bench import dist as D
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, run_datasets
+from ssl_bench.data.device_aug import base_transform
 from ssl_bench.data.loader import run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, crop_policy
 from ssl_bench.engine import provenance
@@ -65,8 +66,6 @@ class Trainer:
         that one epoch) from one DataLoader, so its workers start once."""
         cfg = self.cfg
         if cfg.data.augment == "device":
-            from ssl_bench.data.device_aug import base_transform
-
             transform = base_transform(cfg.data.device_load_size or cfg.data.global_size or cfg.backbone.img_size)
         else:
             transform = MultiCropTransform(

@@ -24,7 +24,14 @@ from torch import nn
 
 from ssl_bench.atomic import save_torch, write_atomic, write_json
 from ssl_bench.backbones import Backbone
+from ssl_bench.config import build_config, load_config, to_yaml
+from ssl_bench.data.datasets import run_datasets
+from ssl_bench.engine.checkpoint import load_checkpoint
+from ssl_bench.engine.evaluation import evaluate, evaluate_baseline
+from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
 from ssl_bench.errors import UserError
+from ssl_bench.registry import EVALS
+from ssl_bench.results import RunDir, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +49,6 @@ def _cifar_stem(model: nn.Module) -> None:
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[Path]:
     """Write the run's evaluation encoder as FILE (state dict), FILE.safetensors and FILE.json."""
     from safetensors.torch import save as safetensors_bytes
-
-    from ssl_bench.config import load_config
-    from ssl_bench.engine.checkpoint import load_checkpoint
-    from ssl_bench.engine.setup import build_method
-    from ssl_bench.results import RunDir
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -193,12 +195,6 @@ def weights_overrides(path: str) -> list[str]:
 
 def evaluate_weights(overrides: list[str]):
     """``eval weights=FILE ...``: score the file's backbone and the same backbone at random init."""
-    from ssl_bench.config import build_config, to_yaml
-    from ssl_bench.data.datasets import run_datasets
-    from ssl_bench.engine.evaluation import evaluate, evaluate_baseline
-    from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
-    from ssl_bench.registry import EVALS
-    from ssl_bench.results import RunDir, new_run_id
 
     path = next(o.split("=", 1)[1] for o in overrides if o.startswith("weights="))
     state = read_weights(path)

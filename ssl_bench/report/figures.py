@@ -9,10 +9,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_bench.config import load_config
+from ssl_bench.data.datasets import run_datasets
+from ssl_bench.data.masks import MaskPairs, square_resize
+from ssl_bench.engine.checkpoint import load_checkpoint
+from ssl_bench.engine.setup import build_method
 from ssl_bench.errors import UserError
+from ssl_bench.evals.segmentation import seg_resolution
 from ssl_bench.report import plots
 from ssl_bench.report.tables import apply_filters
-from ssl_bench.results import load_train_logs
+from ssl_bench.results import RunDir, load_train_logs
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +36,6 @@ def filtered_logs(root: str, filters: dict[str, str]):
 @torch.no_grad()
 def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: str | None = None) -> list[Path]:
     """Each head's last-block CLS attention for the first images of the run's seg set (or test set)."""
-    from ssl_bench.config import load_config
-    from ssl_bench.data.datasets import run_datasets
-    from ssl_bench.data.masks import MaskPairs, square_resize
-    from ssl_bench.engine.checkpoint import load_checkpoint
-    from ssl_bench.engine.setup import build_method
-    from ssl_bench.results import RunDir
 
     run = RunDir(run_dir)
     if not run.has_checkpoint():
@@ -48,7 +48,6 @@ def attention_for_run(run_dir: str, out_dir: str, n_images: int = 4, seg_root: s
         raise UserError(f"attention maps need a ViT backbone; run {run.run_id} uses {cfg.backbone.name}")
     splits = run_datasets(cfg)
     root = seg_root or cfg.eval.seg_root
-    from ssl_bench.evals.segmentation import seg_resolution
 
     size = seg_resolution(cfg.eval.seg_size, enc)
     pairs = MaskPairs(root) if root else None

@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ssl_bench.atomic import write_atomic  # noqa: E402
 from ssl_bench.errors import UserError  # noqa: E402
 from ssl_bench.report.metrics import metric  # noqa: E402
+from ssl_bench.report.tables import ROW_KEYS, row_keys
 
 log = logging.getLogger(__name__)
 for _noisy in ("fontTools", "matplotlib.font_manager", "matplotlib.backends"):
@@ -102,7 +103,6 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
     """One bar per table row (method x backbone, plus any setting that differs, as in ``report``): mean over
     seeds, error bar = std over seeds, n on the bar; a dashed mark over each bar at its own backbone x dataset
     random-init number."""
-    from ssl_bench.report.tables import ROW_KEYS, row_keys
 
     column = f"{eval_name}/{metric_name}"
     d = df[(df["eval"] == eval_name) & (df["metric"] == metric_name)]
