@@ -262,3 +262,15 @@ def test_a_run_pretrains_on_unlabelled_images_and_scores_knn_on_another_dataset(
     run = RunDir(next((tmp_path / "runs").iterdir()))
     m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
     assert 0.0 <= m[("knn", "top1")] <= 1.0 and ("knn@init", "top1") in m
+
+
+def test_a_run_trains_and_evaluates_on_a_train_val_tree(image_folder, tiny, tmp_path):
+    """ImageNet's layout end to end: train/ + val/, nothing renamed, k-NN scored on val/."""
+    from ssl_bench.__main__ import main
+    from ssl_bench.results import RunDir
+
+    (image_folder / "test").rename(image_folder / "val")
+    over = ["method=simclr", "dataset=imagefolder", f"data.root={image_folder}", "optim.epochs=1", "evals=knn"]
+    assert main(["run", *over, *tiny]) == 0
+    rows = RunDir(next((tmp_path / "runs").iterdir())).read_metrics()
+    assert {(r["eval"], r["metric"]) for r in rows} >= {("knn", "top1"), ("knn@init", "top1")}
