@@ -53,6 +53,29 @@ def cmd_report(overrides: list[str]) -> int:
     return 0
 
 
+def logs_with_final_knn(logs, df):
+    """The per-epoch k-NN (``eval.knn_every``) completed by each run's final k-NN at its last epoch."""
+    import pandas as pd
+
+    final = df[(df["eval"] == "knn") & (df["metric"] == "top1")]
+    last = logs.groupby("run_id")["epoch"].max()
+    extra = [
+        {**logs[logs["run_id"] == r.run_id].iloc[-1].to_dict(), "knn_top1": r.value}
+        for r in final.itertuples()
+        if r.run_id in last.index
+        and logs[(logs["run_id"] == r.run_id) & (logs["epoch"] == last[r.run_id])]["knn_top1"].isna().all()
+    ]
+    return pd.concat([logs, pd.DataFrame(extra)], ignore_index=True) if extra else logs
+
+
+def one_init(df, ev: str, name: str):
+    """The random-init number when every run shares one backbone and dataset (else None: no single line)."""
+    init = df[(df["eval"] == f"{ev}@init") & (df["metric"] == name)]
+    if init.empty or init[["backbone", "dataset"]].drop_duplicates().shape[0] != 1:
+        return None
+    return float(init["value"].mean())
+
+
 def cmd_plot(args: list[str]) -> int:
     kind = "all"
     if args and "=" not in args[0]:
@@ -83,7 +106,9 @@ def cmd_plot(args: list[str]) -> int:
                 if ((df["eval"] == ev) & (df["metric"] == metric)).any():
                     written += plots.bar_chart(df, out, ev, metric)
         if kind in ("knn_curve", "all") and "knn_top1" in logs.columns:
-            written += plots.curves(logs, out, "knn_top1", "knn_curve")
+            written += plots.curves(
+                logs_with_final_knn(logs, df), out, "knn_top1", "knn_curve", baseline=one_init(df, "knn", "top1")
+            )
         elif kind == "knn_curve":
             raise UserError("no per-epoch k-NN in the logs: train with eval.knn_every=N")
         if kind in ("loss", "all") and "loss" in logs.columns:

@@ -186,9 +186,10 @@ def curves(
     hue: str = "method",
     log_k: float | None = None,
     ylabel: str | None = None,
+    baseline: float | None = None,
 ) -> list[Path]:
     """One line per ``hue`` value (mean over seeds, band = std over seeds; n in the legend) of ``y`` against
-    epoch, each method with its own colour, marker and dash pattern."""
+    epoch, each method with its own colour, marker and dash pattern; ``baseline``: a dashed random-init line."""
     if logs.empty or y not in logs.columns:
         raise UserError(f"no per-epoch '{y}' in the training logs (k-NN curves need eval.knn_every=N)")
     scale = _scale(y)
@@ -219,6 +220,8 @@ def curves(
         if log_k is not None:
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
+        if baseline is not None:
+            ax.axhline(baseline * scale, ls="--", color="0.1", lw=0.9, label="random init")
         ax.set_ylabel(ylabel or metric(y).axis_label())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend(frameon=False, title="band: std over seeds", title_fontsize=6)
