@@ -137,11 +137,11 @@ def test_keep_cpu_memory_stops_page_faults_of_repeated_large_tensors():
 
 
 def test_trainer_applies_keep_cpu_memory_unless_switched_off(monkeypatch):
-    from ssl_bench.engine import allocator
+    from ssl_bench.engine import setup
     from ssl_bench.engine.train import Trainer
 
     calls = []
-    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(setup, "keep_freed_memory", lambda: calls.append(1))
     Trainer(build_config(TINY + ["method=simclr"]))
     assert len(calls) == 1
     Trainer(build_config(TINY + ["method=simclr", "keep_cpu_memory=false"]))
