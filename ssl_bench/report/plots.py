@@ -14,18 +14,33 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ssl_bench.atomic import write_atomic  # noqa: E402
-from ssl_bench.errors import UserError  # noqa: E402
-from ssl_bench.report.metrics import metric  # noqa: E402
+from ssl_bench.atomic import write_atomic
+from ssl_bench.errors import UserError
+from ssl_bench.report.metrics import metric
 from ssl_bench.report.tables import ROW_KEYS, row_keys
+
+# matplotlib and seaborn (~0.9 s to import) are loaded by the first figure, not by every command that
+# imports the CLI: _load() binds these names
+plt: Any = None
+sns: Any = None
+MaxNLocator: Any = None
+
+
+def _load() -> None:
+    global plt, sns, MaxNLocator
+    if plt is not None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import seaborn
+    from matplotlib.ticker import MaxNLocator as locator
+
+    plt, sns, MaxNLocator = matplotlib.pyplot, seaborn, locator
+
 
 log = logging.getLogger(__name__)
 for _noisy in ("fontTools", "matplotlib.font_manager", "matplotlib.backends"):
@@ -56,17 +71,44 @@ def _ordered(names) -> list[str]:
     return [m for m in METHOD_ORDER if m in names] + sorted(n for n in names if n not in METHOD_ORDER)
 
 
+def _style(i: int) -> dict:
+    """The i-th of ten distinct styles: colour, marker, dash pattern and hatch."""
+    _load()
+    i %= 10
+    color = sns.color_palette("colorblind", 10)[_COLOR_ORDER[i]]
+    return {"color": color, "marker": _MARKERS[i], "dashes": _DASHES[i], "hatch": _HATCHES[i]}
+
+
 def method_styles(methods) -> dict[str, dict]:
     """A fixed colour, marker, dash pattern and hatch per method (the same method looks the same in every
     figure); names outside the known methods take the next unused style."""
-    colors = sns.color_palette("colorblind", 10)
     out, extra = {}, len(METHOD_ORDER)
     for m in _ordered(methods):
         i = METHOD_ORDER.index(m) if m in METHOD_ORDER else extra
         extra += m not in METHOD_ORDER
-        i %= 10
-        out[m] = {"color": colors[_COLOR_ORDER[i]], "marker": _MARKERS[i], "dashes": _DASHES[i], "hatch": _HATCHES[i]}
+        out[m] = _style(i)
     return out
+
+
+def _lines(ax, data: pd.DataFrame, y: str, hue: str, order: list[str], styles: dict[str, dict]) -> None:
+    """One line per ``hue`` value in ``order`` against epoch (mean, band = std), each in its own style."""
+    sns.lineplot(
+        data=data,
+        x="epoch",
+        y=y,
+        hue=hue,
+        style=hue,
+        hue_order=order,
+        style_order=order,
+        palette={s: styles[s]["color"] for s in order},
+        markers={s: styles[s]["marker"] for s in order},
+        dashes={s: styles[s]["dashes"] for s in order},
+        errorbar="sd",
+        markersize=3.5,
+        lw=1,
+        ax=ax,
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
 
 
 def method_palette(methods) -> dict[str, tuple]:
@@ -79,6 +121,7 @@ def _write_bytes(f, data: bytes) -> None:
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     """Write NAME.pdf and NAME.png atomically."""
+    _load()
     paths = []
     for ext in ("pdf", "png"):
         buf = io.BytesIO()
@@ -103,6 +146,7 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
     """One bar per table row (method x backbone, plus any setting that differs, as in ``report``): mean over
     seeds, error bar = std over seeds, n on the bar; a dashed mark over each bar at its own backbone x dataset
     random-init number."""
+    _load()
 
     column = f"{eval_name}/{metric_name}"
     d = df[(df["eval"] == eval_name) & (df["metric"] == metric_name)]
@@ -190,6 +234,7 @@ def curves(
 ) -> list[Path]:
     """One line per ``hue`` value (mean over seeds, band = std over seeds; n in the legend) of ``y`` against
     epoch, each method with its own colour, marker and dash pattern; ``baseline``: a dashed random-init line."""
+    _load()
     if logs.empty or y not in logs.columns:
         raise UserError(f"no per-epoch '{y}' in the training logs (k-NN curves need eval.knn_every=N)")
     scale = _scale(y)
@@ -201,29 +246,13 @@ def curves(
     labels = sorted(d[hue].unique(), key=lambda s: _ordered(raw.values()).index(raw[s]))
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
-        sns.lineplot(
-            data=d,
-            x="epoch",
-            y=y,
-            hue=hue,
-            style=hue,
-            hue_order=labels,
-            style_order=labels,
-            palette={s: st[raw[s]]["color"] for s in labels},
-            markers={s: st[raw[s]]["marker"] for s in labels},
-            dashes={s: st[raw[s]]["dashes"] for s in labels},
-            errorbar="sd",
-            markersize=3.5,
-            lw=1,
-            ax=ax,
-        )
+        _lines(ax, d, y, hue, labels, {s: st[raw[s]] for s in labels})
         if log_k is not None:
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
         if baseline is not None:
             ax.axhline(baseline * scale, ls="--", color="0.1", lw=0.9, label="random init")
         ax.set_ylabel(ylabel or metric(y).axis_label())
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend(frameon=False, title="band: std over seeds", title_fontsize=6)
         sns.despine(fig)
         return save_figure(fig, out_dir, name)
@@ -232,6 +261,7 @@ def curves(
 def loss_panels(logs: pd.DataFrame, out_dir, name: str = "loss_curve") -> list[Path]:
     """Training loss, one panel per method: the methods' losses are different quantities on different scales,
     so they never share an axis."""
+    _load()
     if logs.empty or "loss" not in logs.columns:
         raise UserError("no per-epoch 'loss' in the training logs")
     d = logs.dropna(subset=["loss"])
@@ -278,36 +308,18 @@ def ablation_figure(
     """One panel per diagnostic (DINO Fig. 7: teacher entropy and KL(teacher || student)) against epoch,
     one line per variant, each with its own colour, marker and dash pattern; ``ceiling``: a dotted line at
     ln(ceiling) on the first panel (the entropy of a uniform output)."""
+    _load()
     if logs.empty or "variant" not in logs.columns:
         raise UserError("no ablation runs with training logs to plot")
     variants = [v for v in (order or []) if v in set(logs["variant"])]
     variants += sorted(v for v in set(logs["variant"]) if v not in variants)
-    colors = sns.color_palette("colorblind", 10)
-    pal = {v: colors[_COLOR_ORDER[i % 10]] for i, v in enumerate(variants)}
-    markers = {v: _MARKERS[i % 10] for i, v in enumerate(variants)}
-    dashes = {v: _DASHES[i % 10] for i, v in enumerate(variants)}
+    styles = {v: _style(i) for i, v in enumerate(variants)}
     cols = [c for c in diagnostics if c in logs.columns]
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, len(cols), figsize=(ONE_COLUMN * len(cols), 2.2), squeeze=False)
         for ax, col in zip(axes[0], cols):
-            sns.lineplot(
-                data=logs,
-                x="epoch",
-                y=col,
-                hue="variant",
-                style="variant",
-                hue_order=variants,
-                style_order=variants,
-                palette=pal,
-                markers=markers,
-                dashes=dashes,
-                errorbar="sd",
-                markersize=3.5,
-                lw=1,
-                ax=ax,
-            )
+            _lines(ax, logs, col, "variant", variants, styles)
             ax.set_ylabel(metric(col).axis_label())
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(frameon=False, title=None, fontsize=6)
         if ceiling:
             ax0 = axes[0][0]
@@ -329,6 +341,7 @@ def ablation_figure(
 def attention_grid(images, attn_maps, out_dir, name: str = "attention") -> list[Path]:
     """Rows = images; first column the image, then one column per head (CLS-to-patch attention, each map
     scaled from its own minimum to its own maximum), with one colour bar for the scale."""
+    _load()
     n, heads = len(images), attn_maps[0].shape[0]
     with plt.rc_context(RC):
         fig, axes = plt.subplots(n, heads + 1, figsize=(0.9 * (heads + 1) + 0.5, 0.9 * n), squeeze=False)
