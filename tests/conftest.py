@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,6 +41,40 @@ TINY = [
 def _torch_threads():
     torch.set_num_threads(2)
     yield
+
+
+# A small DINO (heads, crops, subset) for tests of the engine that train it.
+DINO_TINY = [
+    "method=dino",
+    "method.out_dim=64",
+    "method.hidden_dim=32",
+    "method.bottleneck_dim=16",
+    "data.n_local=2",
+    "data.train_per_class=8",
+    "data.test_per_class=4",
+    "eval.knn_k=[5]",
+]
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(monkeypatch, when):
+    """A run trained inside the block is killed (KeyboardInterrupt, as by a preemption) right after the
+    first checkpoint for which ``when(epoch, step)`` holds; the block expects that kill."""
+    import ssl_bench.engine.train as T
+
+    real_save = T.save_checkpoint
+
+    def save_then_die(path, method, opt, epoch, step, extra=None):
+        real_save(path, method, opt, epoch, step, extra)
+        if when(epoch, step):
+            raise KeyboardInterrupt(f"simulated kill after the checkpoint of epoch {epoch}, step {step}")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(T, "save_checkpoint", real_save)
 
 
 @pytest.fixture

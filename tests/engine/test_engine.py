@@ -9,17 +9,7 @@ from ssl_bench.__main__ import main
 from ssl_bench.config import build_config
 from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
-
-DINO_TINY = [
-    "method=dino",
-    "method.out_dim=64",
-    "method.hidden_dim=32",
-    "method.bottleneck_dim=16",
-    "data.n_local=2",
-    "data.train_per_class=8",
-    "data.test_per_class=4",
-    "eval.knn_k=[5]",
-]
+from tests.conftest import DINO_TINY, killed_after_checkpoint
 
 
 def test_readme_run_command_on_embedded_default(tiny, capsys, tmp_path):
@@ -47,22 +37,10 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch, augment):
     """Killed right after the epoch-1 checkpoint, resumed with resume=auto: the same weights, loss
     center, optimiser state and metrics as one uninterrupted run (crops drawn per image in the loader,
     or per batch on the device)."""
-    import ssl_bench.engine.train as T
-
     common = tiny + DINO_TINY + ["optim.epochs=2", "eval.baseline=false", f"data.augment={augment}"]
     full = train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
-
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, method, opt, epoch, step, extra=None):
-        real_save(path, method, opt, epoch, step, extra)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill after epoch 1")
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, lambda epoch, step: epoch == 1):
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
     assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
     a, oa = _final_state(tmp_path / "full")
@@ -134,21 +112,10 @@ def test_cli_list(tmp_path):
 def test_mid_epoch_resume_with_loader_worker_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     """checkpoint_every_steps: killed mid-epoch, resumed from the step checkpoint, with a loader
     worker: per-sample augmentation seeds make the continuation exact."""
-    import ssl_bench.engine.train as T
-
     common = tiny + DINO_TINY + ["optim.epochs=2", "eval.evals=[]", "checkpoint_every_steps=3", "data.num_workers=1"]
     train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, method, opt, epoch, step, extra=None):
-        real_save(path, method, opt, epoch, step, extra)
-        if step == 3:
-            raise KeyboardInterrupt("simulated preemption mid-epoch")
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, lambda epoch, step: step == 3):  # a preemption mid-epoch
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
     ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["step"]) == (0, 3)  # inside the first of two 5-step epochs
     train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))

@@ -11,7 +11,7 @@ import torch
 from ssl_bench.__main__ import main
 from ssl_bench.engine.checkpoint import read_checkpoint
 from ssl_bench.results import RunDir
-from tests.conftest import TINY
+from tests.conftest import TINY, killed_after_checkpoint
 
 SMALL = [
     "method=simclr",
@@ -61,23 +61,13 @@ def test_tensorboard_scalars_per_step_and_per_epoch(tmp_path):
 def test_fp16_trains_with_a_grad_scaler_and_resumes_it(tmp_path, monkeypatch):
     """precision=fp16: the loss is scaled and the scaler's state is in the checkpoint (tensors only); a run
     killed after epoch 1 and resumed ends with the same weights and the same scale as an uninterrupted one."""
-    import ssl_bench.engine.train as T
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import train
 
     common = [*SMALL, *TINY, "precision=fp16", "device=cpu", "eval.baseline=false", "evals="]
     train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, method, opt, epoch, step, extra=None):
-        real_save(path, method, opt, epoch, step, extra)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill after epoch 1")
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, lambda epoch, step: epoch == 1):
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
     train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
     a, b = (read_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("full", "part"))
     assert a["extra"]["scaler"]["scale"] > 0 and a["extra"]["scaler"] == b["extra"]["scaler"]

@@ -17,23 +17,17 @@ from ssl_bench.engine.pause import PAUSE_ENV
 from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
 from ssl_bench.slurm.submit import parse_time_minutes, slurm_job_state, submit_run, wait_for
+from tests.conftest import DINO_TINY
 
 needs_cluster = pytest.mark.usefixtures("slurm_cluster")
 
 TINY_RUN = [
-    "method=dino",
+    *DINO_TINY,
     "backbone.img_size=16",
     "backbone.depth=1",
     "data.local_size=8",
     "optim.batch_size=16",
     "progress=false",
-    "method.out_dim=64",
-    "method.hidden_dim=32",
-    "method.bottleneck_dim=16",
-    "data.n_local=2",
-    "data.train_per_class=8",
-    "data.test_per_class=4",
-    "eval.knn_k=[5]",
     "eval.baseline=false",
     "data.num_workers=0",
 ]
