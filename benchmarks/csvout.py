@@ -20,9 +20,9 @@ def write_csv(path: Path, rows: list[dict], replace_by: tuple[str, ...] = ()) ->
         rows = old + rows
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every column of old and new rows
     w.writerow(cols)
-    w.writerows([f"{r[c]:.4g}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows)
+    w.writerows([f"{r[c]:.4g}" if isinstance(r.get(c), float) else r.get(c, "") for c in cols] for r in rows)
     write_text(path, buf.getvalue())
 
 

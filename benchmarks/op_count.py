@@ -1,5 +1,8 @@
 """What a GPU pays for, counted on the CPU: tensor operations launched per training step by the crops and by
-the step, the host synchronisations among them and the copies, with torch.profiler.
+the step, the host synchronisations among them and the copies, with torch.profiler
+(:mod:`ssl_bench.engine.opcount`). The crops are counted twice, side by side: as the suite draws them (a few
+batched tensor ops, ``ssl_bench/data/device_aug.py``) and through the kornia pipeline it ran before
+(``benchmarks/kornia_crops.py``).
 
     python benchmarks/op_count.py [method=dino] [key=value ...] [--steps 3]
 
@@ -23,6 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import MEAN, STD, Suite, load_images  # noqa: E402
 from csvout import at_least, write_csv  # noqa: E402
+from kornia_crops import KorniaMultiCrop  # noqa: E402
+
+from ssl_bench.engine.opcount import count_ops  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "op_count.csv"
 SETTING = [
@@ -33,32 +39,6 @@ SETTING = [
     "data.num_workers=0",
     "progress=false",
 ]
-SYNCS = ("aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
-COPIES = ("aten::copy_", "aten::to", "aten::_to_copy")
-
-
-def leaf_counts(events) -> dict[str, int]:
-    """Leaf ``aten::`` operations (no ``aten::`` op below them: what launches a kernel), syncs and copies."""
-    leaves = [
-        e
-        for e in events
-        if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
-    ]
-    return {
-        "leaf_ops": len(leaves),
-        "syncs": sum(e.name in SYNCS for e in events),
-        "copies": sum(e.name in COPIES for e in leaves),
-    }
-
-
-def count(fn, steps: int) -> dict[str, float]:
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()  # warm-up: lazy initialisation is not per-step work
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        for _ in range(steps):
-            fn()
-    return {k: v / steps for k, v in leaf_counts(p.events()).items()}
 
 
 def main() -> None:
@@ -67,6 +47,7 @@ def main() -> None:
     ap.add_argument("--steps", type=at_least(1), default=3)
     a = ap.parse_args()
     from ssl_bench.config import build_config
+    from ssl_bench.data.multicrop import crop_policy
     from ssl_bench.engine.step import device_augmenter
 
     method = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("method=")), "dino")
@@ -75,6 +56,7 @@ def main() -> None:
     suite = Suite(cfg, load_images(max(cfg.optim.batch_size * 2, 64)))
     cfg, dev = suite.cfg, suite.trainer.device
     aug = device_augmenter(cfg, (MEAN, STD), dev)
+    kornia = KorniaMultiCrop(crop_policy(cfg.data), MEAN, STD).to(dev)
     images = torch.randint(
         0, 256, (cfg.optim.batch_size, 3, cfg.data.global_size, cfg.data.global_size), dtype=torch.uint8, device=dev
     )
@@ -84,19 +66,25 @@ def main() -> None:
     def crops() -> None:
         aug(images, state["step"])
 
+    def crops_kornia() -> None:
+        kornia(images, state["step"])
+
     def step() -> None:
         suite.step_fn([v.clone() for v in views], state["step"], 0)
         state["step"] += 1
 
-    def loop() -> None:
-        suite.run(1)
+    def loop() -> None:  # the loop reads the loss once per call, as the engine once per epoch: a.steps per call
+        suite.run(a.steps)
 
     rows = []
-    for part, fn in (("crops", crops), ("step", step), ("full loop", loop)):
-        c = count(fn, a.steps)
+    parts = (("crops", crops), ("crops, kornia pipeline", crops_kornia), ("step", step), ("full loop", loop))
+    for part, fn in parts:
+        c = count_ops(fn, 1) if fn is loop else count_ops(fn, a.steps)
+        c = {k: v / a.steps for k, v in c.items()} if fn is loop else c
         rows.append(
             {
                 "method": method,
+                "overrides": " ".join(o for o in a.overrides if not o.startswith("method=")),
                 "backbone": cfg.backbone.name,
                 "batch": cfg.optim.batch_size,
                 "crops": f"{cfg.data.n_global}x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
@@ -105,11 +93,11 @@ def main() -> None:
             }
         )
         print(
-            f"{method} {part:<9} per step: {c['leaf_ops']:.0f} leaf ops, {c['syncs']:.0f} syncs, "
-            f"{c['copies']:.0f} copies",
+            f"{method} {part:<22} per step: {c['leaf_ops']:.0f} leaf ops, {c['kernels']:.0f} kernels, "
+            f"{c['syncs']:.0f} syncs, {c['copies']:.0f} copies",
             flush=True,
         )
-    write_csv(OUT, rows, replace_by=("method", "part"))
+    write_csv(OUT, rows, replace_by=("method", "overrides", "part"))
     print(f"wrote {OUT}")
 
 

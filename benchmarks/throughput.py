@@ -109,7 +109,11 @@ def one_method(args, overrides: list[str]) -> dict:
     )
     return {
         "method": cfg.method.name,
-        "backbone": f"{cfg.backbone.name}/{cfg.backbone.patch_size} depth {cfg.backbone.depth}",
+        "backbone": (
+            f"{cfg.backbone.name}/{cfg.backbone.patch_size} depth {cfg.backbone.depth}"
+            if hasattr(cfg.backbone, "patch_size")
+            else cfg.backbone.name + (" cifar stem" if getattr(cfg.backbone, "cifar_stem", False) else "")
+        ),
         "crops": f"{cfg.data.n_global}x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
         "batch": cfg.optim.batch_size,
         "precision": cfg.precision,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightly.loss import NTXentLoss
+import torch
+import torch.nn.functional as F
 from lightly.models.modules import SimCLRProjectionHead
+from lightly.utils import dist
 from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
@@ -30,6 +32,29 @@ class SimCLRConfig:
     loss_reduction: str = choice("sum", ["sum", "mean"])
 
 
+class NTXent(nn.Module):
+    """NT-Xent over all other samples of the global batch (SimCLR eq. 1; lightly's NTXentLoss with
+    ``gather_distributed=True``: negatives from every rank, gradients through the local part). Each view's
+    similarity to itself is masked out of the softmax, as the reference does (simclr tf2/objective.py:76-79,
+    ``logits_aa - masks * LARGE_NUM``), where lightly cuts it out with a boolean index: a device wait on a
+    GPU at every step. Same value as lightly's loss (tests/methods/test_losses.py)."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
+        out0, out1 = F.normalize(out0, dim=1), F.normalize(out1, dim=1)
+        big0, big1 = (torch.cat(dist.gather(o), 0) if dist.world_size() > 1 else o for o in (out0, out1))
+        n, t = out0.shape[0], self.temperature
+        positive = torch.arange(n, device=out0.device) + dist.rank() * n  # this rank's rows in the global batch
+        itself = torch.arange(big0.shape[0], device=out0.device)[None] == positive[:, None]
+        logits_00 = (out0 @ big0.T / t).masked_fill(itself, float("-inf"))
+        logits_11 = (out1 @ big1.T / t).masked_fill(itself, float("-inf"))
+        logits = torch.cat([torch.cat([out0 @ big1.T / t, logits_00], 1), torch.cat([out1 @ big0.T / t, logits_11], 1)])
+        return F.cross_entropy(logits, positive.repeat(2))
+
+
 @register_method("simclr", config=SimCLRConfig)
 class SimCLR(Method):
     """SimCLR: contrast two views of each image against every other image in the (global) batch."""
@@ -39,8 +64,7 @@ class SimCLR(Method):
         self.cfg = cfg
         self.backbone = build_backbone(backbone_cfg)
         self.projector = SimCLRProjectionHead(self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim)
-        # gather_distributed: negatives from all ranks, gradients through the local part.
-        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
+        self.criterion = NTXent(cfg.temperature)
 
     def _embed(self, x: Tensor) -> Tensor:
         return self.projector(self.backbone(x))

@@ -4,7 +4,7 @@ A policy holds the crop sizes and scales and the augmentation of every crop kind
 second global, local): flip, colour jitter, greyscale, Gaussian blur and solarisation with their
 probabilities. Each method's recipe sets its own (``data.aug`` in ``configs/recipes/*``); the schema
 default is DINO's/BYOL's (Caron et al. 2021, Grill et al. 2020). More than two global crops alternate
-the two global policies. The loader (PIL, here) and ``data.augment=device`` (kornia) build from the same
+the two global policies. The loader (PIL, here) and ``data.augment=device`` (batched tensor ops) build from the same
 policy object.
 """
 from __future__ import annotations

@@ -24,7 +24,6 @@ PACKAGES = (
     "torchvision",
     "timm",
     "lightly",
-    "kornia",
     "numpy",
     "omegaconf",
     "pandas",

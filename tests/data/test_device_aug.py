@@ -1,14 +1,17 @@
-"""``data.augment=device``: the batched on-device multi-crop (kornia) draws the crops the method asks
+"""``data.augment=device``: the batched on-device multi-crop draws the crops the method asks
 for, reproducibly per (seed, step), per image, with the loader pipeline's policy."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as TF
 
-from ssl_bench.config import build_config
-from ssl_bench.data.device_aug import DeviceMultiCrop, base_transform
+from ssl_bench.config import AugConfig, build_config
+from ssl_bench.data.device_aug import CropParams, DeviceMultiCrop, apply_crops, base_transform, sample_crops
 from ssl_bench.data.multicrop import CropPolicy, MultiCropTransform, ViewSpec
+from ssl_bench.engine.opcount import count_ops
 from ssl_bench.engine.train import build_method, make_optimizer, make_train_step, resolve
 from tests.conftest import TINY
 
@@ -65,19 +68,132 @@ def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
     assert torch.equal(torch.rand(4, device=dev), r0)
 
 
-def test_one_pipeline_call_per_policy_and_each_crop_drawn_afresh():
-    """Crops of one policy are drawn in one kornia call (its ~2,000 small ops are per call, not per
-    image): 4 globals + 6 locals make three calls, and two crops of the same image from one call differ."""
-    aug = DeviceMultiCrop(CropPolicy(ViewSpec(4, 6), 32, 16), mean=MEAN, std=STD)
-    calls = {"global1": 0, "global2": 0, "local": 0}
-    for name in calls:
-        getattr(aug, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
-    crops = aug(_images(8), seed=3)
-    assert calls == {"global1": 1, "global2": 1, "local": 1}
+def test_a_call_launches_the_same_few_ops_whatever_the_batch_and_the_crop_count():
+    """Every crop of one size is drawn in one batch: the ops launched per call do not grow with the batch or
+    with the number of crops (the kornia pipeline launched ~2,000 per call), and none waits for the device;
+    two crops of one image from one call still differ."""
+    small = DeviceMultiCrop(CropPolicy(ViewSpec(2, 2), 32, 16), mean=MEAN, std=STD)
+    many = DeviceMultiCrop(CropPolicy(ViewSpec(4, 6), 32, 16), mean=MEAN, std=STD)
+    x8, x64 = _images(8), _images(64)
+    ops = count_ops(lambda: small(x8, 0))
+    assert ops["syncs"] == 0
+    assert count_ops(lambda: small(x64, 0))["kernels"] == ops["kernels"]
+    assert count_ops(lambda: many(x8, 0))["kernels"] == ops["kernels"]
+    assert ops["kernels"] < 500, ops  # kornia's pipeline: 984 for these crops, 662 for two globals alone
+    crops = many(x8, seed=3)
     assert [tuple(c.shape) for c in crops] == [(8, 3, 32, 32)] * 4 + [(8, 3, 16, 16)] * 6
     assert all(c.is_contiguous() for c in crops)
     for i, j in [(0, 2), (1, 3), (4, 5), (4, 9)]:  # same policy, same images: different crops per image
         assert all(not torch.equal(crops[i][k], crops[j][k]) for k in range(8)), (i, j)
+
+
+def _params(n, **kw) -> CropParams:
+    """``n`` crops of the whole image, unflipped, no colour change; ``kw`` replaces fields."""
+    base = dict(
+        box=torch.tensor([[0.0, 0.0, 32.0, 32.0]]).repeat(n, 1),
+        flip=torch.zeros(n, dtype=torch.bool),
+        factors=torch.tensor([[1.0, 1.0, 1.0, 0.0]]).repeat(n, 1),
+        order=torch.arange(4).repeat(n, 1),
+        grey=torch.zeros(n, dtype=torch.bool),
+        sigma=torch.zeros(n),
+        solarize=torch.zeros(n, dtype=torch.bool),
+    )
+    return CropParams(**{**base, **kw})
+
+
+def test_crop_and_flip_resample_torchvision_s_box():
+    """The one sampling grid puts each crop where torchvision's resized_crop (bicubic, no antialias) + hflip
+    puts it: equal inside the crop, away from its edges (there the grid reads the image around the box where
+    torchvision repeats the box's edge pixels)."""
+    n, size = 24, 32
+    x = _images(n, seed=4).float() / 255
+    g = torch.Generator().manual_seed(0)
+    h = torch.randint(14, 33, (n,), generator=g).float()
+    w = torch.randint(14, 33, (n,), generator=g).float()
+    top = (torch.rand(n, generator=g) * (33 - h)).floor()
+    left = (torch.rand(n, generator=g) * (33 - w)).floor()
+    flip = torch.rand(n, generator=g) < 0.5
+    out = apply_crops(x, _params(n, box=torch.stack([top, left, h, w], 1), flip=flip), size)
+    for k in range(n):
+        i, j, hh, ww = (int(v) for v in (top[k], left[k], h[k], w[k]))
+        ref = TF.resized_crop(x[k], i, j, hh, ww, [size, size], T.InterpolationMode.BICUBIC, antialias=False)
+        ref = (TF.horizontal_flip(ref) if flip[k] else ref).clamp(0, 1)
+        inner = slice(size // 4, 3 * size // 4)
+        torch.testing.assert_close(out[k][:, inner, inner], ref[:, inner, inner], atol=1e-4, rtol=0)
+    assert not torch.equal(out[flip][:, :, :, 0], out[flip][:, :, :, -1])
+
+
+def test_colour_operations_equal_torchvision_s_per_crop():
+    """Jitter (each crop's own factors and order), greyscale, blur and solarisation of a batch equal
+    torchvision's functional ops applied crop by crop with the same draws."""
+    n = 48
+    aug = AugConfig(jitter_p=0.9, grey_p=0.3)
+    p = sample_crops(
+        n, 32, 32, (1.0, 1.0), aug, torch.full((n,), 0.5), torch.full((n,), 0.5), torch.Generator().manual_seed(1)
+    )
+    p.box = _params(n).box  # the whole image: the colour operations alone
+    p.flip = torch.zeros(n, dtype=torch.bool)
+    x = _images(n, seed=5).float() / 255
+    out = apply_crops(x, p, 32)
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    for k in range(n):
+        y = x[k]
+        for op in p.order[k].tolist():
+            f = p.factors[k, op].item()
+            if f != (0.0 if op == 3 else 1.0):
+                y = ops[op](y, f)
+        if p.grey[k]:
+            y = TF.rgb_to_grayscale(y, num_output_channels=3)
+        if p.sigma[k] > 0:
+            y = TF.gaussian_blur(y, [3, 3], [p.sigma[k].item()] * 2)
+        if p.solarize[k]:
+            y = TF.solarize(y, 128 / 255)
+        torch.testing.assert_close(out[k], y, atol=2e-5, rtol=0, msg=f"crop {k}")
+    # every operation occurred in the draw, in every position of the order
+    assert p.grey.any() and (p.sigma > 0).any() and p.solarize.any() and (p.factors[:, 3] == 0).any()
+    assert {tuple(o) for o in p.order.tolist()} >= {(0, 1, 2, 3), (3, 2, 1, 0)} or len(
+        {tuple(o) for o in p.order.tolist()}
+    ) > 10
+
+
+def test_random_draws_follow_torchvision_s_distributions():
+    """Box area and aspect ratio as torchvision's RandomResizedCrop.get_params draws them (two-sample KS),
+    and each operation with the policy's probability, the jitter factors in ColorJitter's ranges and all 24
+    orders equally likely."""
+    from scipy.stats import ks_2samp
+
+    n, scale = 20_000, (0.08, 1.0)
+    aug = AugConfig()
+    p = sample_crops(
+        n, 32, 32, scale, aug, torch.full((n,), 0.1), torch.full((n,), 0.2), torch.Generator().manual_seed(0)
+    )
+    torch.manual_seed(0)
+    img = torch.zeros(3, 32, 32)
+    ref = torch.tensor([T.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3]) for _ in range(n)]).float()
+    top, left, h, w = p.box.T
+    assert ks_2samp((h * w).numpy(), (ref[:, 2] * ref[:, 3]).numpy()).pvalue > 0.001
+    assert ks_2samp((w / h).numpy(), (ref[:, 3] / ref[:, 2]).numpy()).pvalue > 0.001
+    assert ks_2samp(top.numpy(), ref[:, 0].numpy()).pvalue > 0.001
+    assert ((top >= 0) & (top + h <= 32) & (left >= 0) & (left + w <= 32)).all()
+    rates = {
+        "flip": p.flip,
+        "grey": p.grey,
+        "blur": p.sigma > 0,
+        "solarize": p.solarize,
+        "jitter": (p.factors != torch.tensor([1.0, 1.0, 1.0, 0.0])).any(1),
+    }
+    want = {"flip": aug.flip_p, "grey": aug.grey_p, "blur": 0.1, "solarize": 0.2, "jitter": aug.jitter_p}
+    for name, hit in rates.items():
+        assert abs(hit.float().mean().item() - want[name]) < 4 * (want[name] * (1 - want[name]) / n) ** 0.5, name
+    on = rates["jitter"]
+    b, c, s, hue = aug.jitter
+    lo, hi = torch.tensor([1 - b, 1 - c, 1 - s, -hue]), torch.tensor([1 + b, 1 + c, 1 + s, hue])
+    f = p.factors[on]
+    assert ((f >= lo) & (f <= hi)).all() and (f.mean(0) - (lo + hi) / 2).abs().max() < 0.01
+    s_on = p.sigma[p.sigma > 0]
+    assert s_on.min() >= aug.blur_sigma[0] and s_on.max() <= aug.blur_sigma[1]
+    counts = torch.unique(p.order, dim=0, return_counts=True)[1]
+    assert len(counts) == 24 and counts.min() > 0.8 * n / 24 and counts.max() < 1.2 * n / 24
 
 
 def test_greyscale_probability_matches_the_policy():

@@ -54,6 +54,25 @@ def test_simclr_nt_xent():
     assert torch.allclose(m.training_step(v, _st(m))["loss"], nt_xent(z[0], z[1], 0.3), atol=1e-5)
 
 
+def test_simclr_loss_equals_lightly_s_and_never_waits_for_the_device():
+    """The suite's NT-Xent masks each view's self-similarity where lightly's NTXentLoss cuts it out with a
+    boolean index (a host sync on a GPU): same value and gradient, no sync."""
+    from lightly.loss import NTXentLoss
+
+    from ssl_bench.engine.opcount import count_ops
+    from ssl_bench.methods.simclr import NTXent
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(12, 8, generator=g, requires_grad=True) for _ in range(2))
+    ours, ref = NTXent(0.2)(a, b), NTXentLoss(temperature=0.2, gather_distributed=True)(a, b)
+    torch.testing.assert_close(ours, ref)
+    ga, gb = torch.autograd.grad(ours, (a, b))
+    ra, rb = torch.autograd.grad(ref, (a, b))
+    torch.testing.assert_close((ga, gb), (ra, rb))
+    assert count_ops(lambda: NTXent(0.2)(a.detach(), b.detach()))["syncs"] == 0
+    assert count_ops(lambda: NTXentLoss(temperature=0.2)(a.detach(), b.detach()))["syncs"] > 0  # what it replaces
+
+
 def test_byol_symmetric_negative_cosine():
     cfg, m = _m("byol", "method.out_dim=16", "method.hidden_dim=16", "method.loss_reduction=sum")
     v = _views()

@@ -135,21 +135,25 @@ def test_lars_clip_lr_matches_solo_learn():
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_both_crop_paths_build_from_the_method_policy(method):
-    """The recipe's policy reaches the PIL transform and the kornia pipeline alike."""
+    """The recipe's policy reaches the PIL transform and the on-device crops alike."""
     cfg = resolve(build_config([f"method={method}", "preset=paper", "data.global_size=32"]))
     pol = crop_policy(cfg.data)
     t = MultiCropTransform(pol)
     jitter = t.global1.transforms[2].transforms[0]
     assert (jitter.brightness[1] - 1, jitter.saturation[1] - 1) == pytest.approx((pol.aug.jitter[0], pol.aug.jitter[2]))
     assert t.global1.transforms[0].scale == tuple(cfg.data.global_scale)
-    from ssl_bench.data.device_aug import DeviceMultiCrop
+    from ssl_bench.data.device_aug import DeviceMultiCrop, sample_crops
 
     d = DeviceMultiCrop(pol)
-    kj = d.global1[2]
-    assert float(kj.saturation) == pytest.approx(pol.aug.jitter[2])
-    assert tuple(float(s) for s in d.global1[0]._param_generator.scale) == pytest.approx(tuple(cfg.data.global_scale))
-    blur = [op for op in d.global2 if type(op).__name__ == "RandomGaussianBlur"]
-    assert len(blur) == 1 and blur[0].p == pytest.approx(pol.aug.global2.blur_p)
+    assert d.policy == pol
+    assert d.global_blur_p.tolist() == pytest.approx([pol.aug.global1.blur_p, pol.aug.global2.blur_p])
+    n = 4000
+    p = sample_crops(n, 32, 32, pol.global_scale, pol.aug, torch.zeros(n), torch.zeros(n), torch.Generator())
+    area = p.box[:, 2] * p.box[:, 3] / 32**2
+    lo, hi = cfg.data.global_scale
+    assert area.min() >= lo - 0.05 and area.max() <= hi and area.min() < lo + 0.05  # rounding to whole pixels
+    sat = p.factors[(p.factors != torch.tensor([1.0, 1.0, 1.0, 0.0])).any(1), 2]
+    assert sat.max() <= 1 + pol.aug.jitter[2] and sat.max() > 1 + 0.9 * pol.aug.jitter[2]
 
 
 def test_eval_preprocessing_is_dino_s_under_the_paper_recipes():
