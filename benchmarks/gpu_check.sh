@@ -9,9 +9,9 @@
 #     bash benchmarks/gpu_check.sh [OUTDIR] [PARTS...]   # CSVs under results/benchmarks/*_gpu*.csv, log in OUTDIR
 #
 # PARTS (default: all but the two quality parts, in this order, the most needed first): tests (90 s)
-# loop (140 s) workers (60 s) step (60 s) bf16 (75 s) methods (120 s) compile (160 s) - 705 s in all, more
-# than one 600 s device call, so e.g. `bash benchmarks/gpu_check.sh results/benchmarks tests loop workers step`
-# (350 s) and the rest later. Quality parts, each a call of its own, on the CIFAR-10 subset unpacked at
+# crops (45 s) cifar (150 s) linear (60 s) loop (140 s) workers (60 s) step (60 s) bf16 (75 s) methods (120 s)
+# compile (160 s) - 960 s in all, more than one 600 s device call, so e.g. `bash benchmarks/gpu_check.sh
+# results/benchmarks tests crops cifar linear` (345 s) and the rest later. Quality parts, each a call of its own, on the CIFAR-10 subset unpacked at
 # $CIFAR (default data/cifar10_subset: the first 2,000 train and 200 test images per class):
 # recipes (560 s): every method's cifar10 recipe (solo-learn's), $RECIPE_EPOCHS epochs (default 5), report
 #   with solo-learn's published numbers beside; ablation (560 s): ablate dino with the cifar10 recipe and
@@ -21,7 +21,7 @@
 # part (torch.compile) cannot take the others' time.
 set -u
 OUTDIR=${1:-results/benchmarks}
-ALL="tests loop workers step bf16 methods compile"
+ALL="tests crops cifar linear loop workers step bf16 methods compile"
 QUALITY="recipes ablation"
 PARTS=${*:2}
 PARTS=${PARTS:-$ALL}
@@ -37,9 +37,12 @@ W=$(( $(nproc) - 2 ))
 VITS="backbone=vit_small backbone.patch_size=16 backbone.img_size=224 backbone.depth=12 data.global_size=224
       data.local_size=96 optim.batch_size=128 data.num_workers=$W data.device_load_size=32"
 DINO="method=dino $VITS data.n_local=10"
+# the issue's CIFAR setting: ResNet-18 with the CIFAR stem, 2x32 px crops, batch 512
+CIFAR_RN18="preset=cifar10 backbone=resnet18 optim.batch_size=512 data.n_local=0 data.num_workers=$W precision=bf16
+            data.augment=device"
 part() {
     local limit=$1; shift; echo "== $*"; timeout "$limit" "$@" 2>&1 | grep -v Warning; echo "== rc=${PIPESTATUS[0]}"
-    pkill -f "benchmarks/(throughput|options|step_split).py" 2>/dev/null  # a timed-out part's subprocesses
+    pkill -f "benchmarks/(throughput|options|step_split|crop_speed|linear_speed).py" 2>/dev/null  # a timed-out part's subprocesses
     [ "$OUTDIR" = results/benchmarks ] || cp results/benchmarks/*_gpu*.csv "$OUTDIR"/ 2>/dev/null; true
 }
 
@@ -49,6 +52,15 @@ for p in $PARTS; do case $p in
 # tests: the GPU-only tests (device crops seeded per step, the GPU's random stream left alone; no host-device
 #    sync inside the engine step, every method)
 tests) part 90 python3 -m pytest -q -p no:cacheprovider tests/data/test_device_aug.py tests/engine/test_cuda_sync.py ;;
+# crops: the batched on-device crops against the kornia pipeline they replaced (CIFAR and ImageNet sizes)
+crops) part 45 python3 benchmarks/crop_speed.py --rounds 3 --seconds 1 ;;
+# cifar: the full loop at the issue's CIFAR setting, DINO and SimCLR, suite vs peer (target >= 1.5x)
+cifar) part 150 python3 benchmarks/throughput.py method=dino,simclr $CIFAR_RN18 --rounds 3 --steps 20 --warmup 10 \
+    --images 8192 --no-loader --out throughput_gpu_cifar.csv ;;
+# linear: the linear probe's logistic regression on the GPU (torch L-BFGS) at issue 18's 50,000 x 2,048, and
+#     both solvers side by side at 10,000 x 512
+linear) part 60 python3 benchmarks/linear_speed.py --n 50000 --dim 2048 --sides torch
+    part 60 python3 benchmarks/linear_speed.py --n 10000 --dim 512 ;;
 # loop: the full loop, suite vs peer, bf16 (the issue's GPU setting), with MFU
 loop) part 140 python3 benchmarks/throughput.py $DINO precision=bf16 data.augment=device --rounds 3 --steps 10 --warmup 5 \
     --images 4096 --no-loader --out throughput_gpu.csv ;;

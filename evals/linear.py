@@ -1,7 +1,9 @@
 """Linear probe on a frozen encoder (DINO's eval_linear.py protocol, two paths).
 
-Fast path (default): multinomial logistic regression (scikit-learn, L-BFGS) on cached, standardised
-features (ViT: CLS token, optionally concatenated with the mean patch token; ResNet: pooled features).
+Fast path (default): multinomial logistic regression (L-BFGS) on cached, standardised features (ViT: CLS
+token, optionally concatenated with the mean patch token; ResNet: pooled features): scikit-learn's on the
+CPU, the same objective solved with torch's L-BFGS on the training device when that is a GPU
+(``eval.linear_solver``; 50,000 x 2,048 features in seconds instead of minutes).
 The inverse regularisation C is chosen from ``eval.linear_c_grid`` on a held-out 10% of the training
 split (stratified, seed 0), then the probe is refit on the whole training split; test is never used
 for choices. Augmented path (``eval.linear_augmented=true``): a linear layer trained with SGD
@@ -77,6 +79,70 @@ def fit_linear_probe(
     classes = clf.classes_
     y_idx = np.searchsorted(classes, yte)
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
+
+
+def _torch_fit(x: Tensor, y: Tensor, n_cls: int, c: float, init: tuple[Tensor, Tensor] | None = None):
+    """scikit-learn's multinomial objective, mean cross-entropy + ||W||^2 / (2 C n) (intercept not penalised),
+    minimised with torch's L-BFGS (strong Wolfe line search, history 10 as scipy's) until the largest gradient
+    entry is below scikit-learn's tol 1e-4, at most ``MAX_ITER`` iterations; warm-started from ``init``."""
+    w = (init[0].clone() if init else x.new_zeros(x.shape[1], n_cls)).requires_grad_()
+    b = (init[1].clone() if init else x.new_zeros(n_cls)).requires_grad_()
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=MAX_ITER,
+        tolerance_grad=1e-4,
+        tolerance_change=0.0,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+    )
+    reg = 1.0 / (2 * c * x.shape[0])
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(torch.addmm(b, x, w), y) + reg * w.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def fit_linear_probe_torch(
+    xtr: Tensor, ytr: Tensor, xte: Tensor, yte: Tensor, c_grid: list[float], seed: int = 0, device=None
+) -> dict[str, float]:
+    """:func:`fit_linear_probe` (same held-out split, C path, refit and scores) solved with torch on
+    ``device``: the path for a GPU."""
+    dev = torch.device(device or xtr.device)
+    xtr, xte = xtr.to(dev, torch.float32), xte.to(dev, torch.float32)
+    mean, std = xtr.mean(0), xtr.std(0, unbiased=False)
+    std = torch.where(std == 0, 1.0, std)  # StandardScaler: a constant feature is left unscaled
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    classes, y_all = torch.unique(ytr, return_inverse=True)
+    y_all = y_all.to(dev)
+    n_cls = len(classes)
+    idx = np.arange(len(ytr))
+    y_np = ytr.numpy()
+    strat = y_np if np.bincount(y_np).min() >= 2 else None
+    ia, ib = train_test_split(idx, test_size=0.1, random_state=seed, stratify=strat)
+    ia, ib = torch.as_tensor(ia, device=dev), torch.as_tensor(ib, device=dev)
+    best, prev, best_fit, best_c = -1.0, None, None, None
+    for c in sorted(c_grid):  # ascending C, each fit warm-started from the previous one
+        prev = _torch_fit(xtr[ia], y_all[ia], n_cls, c, prev)
+        acc = float((torch.addmm(prev[1], xtr[ib], prev[0]).argmax(1) == y_all[ib]).float().mean())
+        if acc > best:  # ties: the stronger regularisation
+            best_c, best, best_fit = c, acc, prev
+    w, b = _torch_fit(xtr, y_all, n_cls, best_c, best_fit)
+    scores = torch.addmm(b, xte, w).cpu().numpy()
+    y_idx = np.searchsorted(classes.numpy(), yte.numpy())
+    return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
+
+
+def linear_solver(cfg, device: torch.device) -> str:
+    """``eval.linear_solver``, with "auto" resolved: torch on a GPU, scikit-learn on the CPU."""
+    s = cfg.eval.linear_solver
+    return ("torch" if device.type == "cuda" else "sklearn") if s == "auto" else s
 
 
 class ProbeFeatures(nn.Module):
@@ -157,7 +223,9 @@ def linear_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
         res = _augmented_probe(encoder, ctx)
     else:
         xtr, ytr, xte, yte = split_features(encoder, ctx)
-        res = fit_linear_probe(
-            xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), ctx.cfg.eval.linear_c_grid, ctx.cfg.seed
-        )
+        grid, seed = ctx.cfg.eval.linear_c_grid, ctx.cfg.seed
+        if linear_solver(ctx.cfg, torch.device(ctx.device)) == "torch":
+            res = fit_linear_probe_torch(xtr, ytr, xte, yte, grid, seed, ctx.device)
+        else:
+            res = fit_linear_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), grid, seed)
     return [{"eval": "linear", "metric": k, "value": float(v)} for k, v in res.items()]

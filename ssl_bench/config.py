@@ -52,7 +52,7 @@ class ViewAugConfig:
 class AugConfig:
     """The augmentation policy of every crop; the defaults are DINO's and BYOL's (Grill et al. 2020,
     Table 6; DINO ``main_dino.py`` DataAugmentationDINO). Each method's recipe sets its own. Both crop
-    paths (PIL in the loader, kornia on the device) build from it."""
+    paths (PIL in the loader, batched tensor ops on the device) build from it."""
 
     flip_p: float = 0.5
     jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])  # brightness, contrast, saturation, hue
@@ -112,7 +112,7 @@ class DataConfig:
     # engine converts and normalises them on the device
     normalize_on_device: bool = False
     # device: the loader ships one uint8 image per sample and the engine draws all crops of the batch at
-    # once on the training device (kornia; ssl_bench/data/device_aug.py) instead of per image in PIL
+    # once on the training device (a few batched tensor ops; ssl_bench/data/device_aug.py) instead of per image in PIL
     augment: str = choice("loader", ["loader", "device"])
     # data.augment=device: the size the loader brings images to (None: global_size). Small images of
     # one size can ship at their own size (32 for CIFAR): at 224 px crops that is 49x fewer bytes per
@@ -216,6 +216,9 @@ class EvalConfig:
     # 4 for ViT-S, 1 for ViT-B); 0: the encoder's output
     linear_last_blocks: int = 0
     linear_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    # who solves the logistic regression: scikit-learn (CPU), torch's L-BFGS on the training device (same
+    # objective), or auto: torch on a GPU, scikit-learn on the CPU
+    linear_solver: str = choice("auto", ["auto", "sklearn", "torch"])
     linear_augmented: bool = False  # paper-grade path: SGD on random-resized-crop + flip inputs
     linear_epochs: int = 10  # augmented path only
     linear_lr: float = 0.01  # augmented path only, per 256 images

@@ -103,3 +103,37 @@ def test_warm_started_linear_probe_equals_cold_start_fits():
     ref = LogisticRegression(C=ref_c, max_iter=5000, tol=1e-8).fit(sc.transform(xtr), ytr).score(sc.transform(xte), yte)
     assert res["top1"] == pytest.approx(ref, abs=0.005)
     assert 0.3 < res["top1"] < 1.0  # overlapping classes: neither trivial nor chance
+
+
+def test_torch_linear_probe_solves_scikit_learn_s_problem():
+    """eval.linear_solver=torch (the GPU path) minimises scikit-learn's objective: on overlapping classes it
+    picks the same C, the same weights (to 1e-3 of their scale) and the same test scores; "auto" means torch on
+    a GPU and scikit-learn on the CPU."""
+    from types import SimpleNamespace
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from ssl_bench.evals.linear import _torch_fit, fit_linear_probe_torch, linear_solver
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(5, 24))
+    ytr, yte = np.arange(1500) % 5, np.arange(500) % 5
+    xtr = (centers[ytr] + rng.normal(size=(1500, 24)) * 1.5) * rng.uniform(0.5, 3, 24)
+    xte = (centers[yte] + rng.normal(size=(500, 24)) * 1.5) * rng.uniform(0.5, 3, 24)
+    grid = [0.001, 0.01, 0.1, 1.0]
+    ref = fit_linear_probe(xtr, ytr, xte, yte, grid)
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)
+    got = fit_linear_probe_torch(t(xtr), torch.as_tensor(ytr), t(xte), torch.as_tensor(yte), grid)
+    assert got["C"] == ref["C"] and got["val_top1"] == pytest.approx(ref["val_top1"])
+    assert abs(got["top1"] - ref["top1"]) <= 2 / 500 and abs(got["top5"] - ref["top5"]) <= 2 / 500
+    x = StandardScaler().fit_transform(xtr)
+    clf = LogisticRegression(C=0.05, max_iter=1000, tol=1e-8).fit(x, ytr)
+    w, b = _torch_fit(t(x), torch.as_tensor(ytr), 5, 0.05)
+    # multinomial weights are defined up to a constant per feature: compare centred over classes
+    ours, theirs = w.T.numpy() - w.T.numpy().mean(0), clf.coef_ - clf.coef_.mean(0)
+    assert np.abs(ours - theirs).max() < 1e-3 * np.abs(theirs).max()
+    cfg = lambda s: SimpleNamespace(eval=SimpleNamespace(linear_solver=s))
+    assert linear_solver(cfg("auto"), torch.device("cuda")) == "torch"
+    assert linear_solver(cfg("auto"), torch.device("cpu")) == "sklearn"
+    assert linear_solver(cfg("torch"), torch.device("cpu")) == "torch"
