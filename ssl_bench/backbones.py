@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_bench.config import BackboneConfig
+from ssl_bench.errors import ConfigError
 from ssl_bench.registry import BACKBONES, register_backbone
 
 
@@ -45,6 +46,7 @@ class ViTConfig(BackboneConfig):
 
     patch_size: int = 16
     depth: Optional[int] = None  # None: the architecture's depth (12)
+    num_heads: Optional[int] = None  # None: the architecture's (timm vit_small: 6; MoCo v3's ViT-S: 12)
     drop_path_rate: float = 0.1
     # the target network's (DINO teacher, BYOL target, MoCo key encoder): the references build it
     # without stochastic depth (DINO main_dino.py: vits.__dict__[arch](patch_size) for the teacher)
@@ -81,6 +83,13 @@ class TimmViT(Backbone):
         kwargs = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate)
         if cfg.depth is not None:
             kwargs["depth"] = cfg.depth
+        if cfg.num_heads is not None:
+            width: int = getattr(timm.create_model(arch, pretrained=False, depth=1, num_classes=0), "num_features")
+            if cfg.num_heads < 1 or width % cfg.num_heads:
+                raise ConfigError(
+                    f"bad value for 'backbone.num_heads': {cfg.num_heads}; valid: a divisor of {arch}'s width {width}"
+                )
+            kwargs["num_heads"] = cfg.num_heads
         self.arch, self.create_kwargs = arch, dict(num_classes=0, dynamic_img_size=True, **kwargs)
         self.model = timm.create_model(arch, pretrained=False, **self.create_kwargs)
         self.embed_dim = self.model.num_features

@@ -44,3 +44,18 @@ def test_resnet_cifar_stem(stem, expected_hw):
     assert bb.patch_features(x).shape[1] == expected_hw
     with pytest.raises(NotImplementedError, match="ViT"):
         bb.last_attention(x)
+
+
+def test_vit_heads_follow_the_config_and_moco_v3_s_vit_s_has_12():
+    """backbone.num_heads (MoCo v3's ViT-S: 12 heads, moco-v3 vits.py; timm's: 6); a count that does not
+    divide the width is a one-line error naming the key."""
+    from ssl_bench.engine.train import resolve
+    from ssl_bench.errors import ConfigError
+
+    assert _bb("backbone=vit_small", "backbone.depth=1").num_heads == 6
+    cfg = resolve(build_config(["method=moco_v3", "preset=paper", "backbone.depth=1"]))
+    bb = build_backbone(cfg.backbone)
+    assert bb.num_heads == 12 and bb.embed_dim == 384
+    assert bb.last_attention(torch.randn(1, 3, 32, 32)).shape == (1, 12, 5, 5)
+    with pytest.raises(ConfigError, match=r"'backbone.num_heads': 7; valid: a divisor of .* width 384"):
+        _bb("backbone=vit_small", "backbone.depth=1", "backbone.num_heads=7")

@@ -120,6 +120,7 @@ PINNED = {
     },
     ("moco_v3", "paper"): {
         "backbone.name": "vit_small",
+        "backbone.num_heads": 12,
         "backbone.drop_path_rate": 0.0,
         "method.version": 3,
         "method.temperature": 0.2,

@@ -1,5 +1,6 @@
 """2 processes (torch.distributed, gloo, CPU) on halves of a batch == 1 process on the whole batch:
-same loss and same gradients, for every method (gathered negatives, queue, Sinkhorn, center, BN)."""
+same loss and same gradients, for every method (gathered negatives, queue, Sinkhorn, center, BN, MoCo v2's
+shuffle-BN across processes)."""
 
 import os
 import socket
@@ -21,6 +22,16 @@ CASES = {
     "byol": ["method=byol", "method.out_dim=16", "method.hidden_dim=32"],
     "moco2": ["method=moco", "method.out_dim=16", "method.hidden_dim=32", "method.queue_size=32"],
     "moco3": ["method=moco", "method.version=3", "method.out_dim=16", "method.hidden_dim=32"],
+    # MoCo v2 on a BN backbone: shuffle-BN (one process: 2 shuffled sub-batches; two: the shuffle spans both)
+    "moco2_shuffle_bn": [
+        "method=moco",
+        "backbone=resnet18",
+        "backbone.img_size=16",
+        "method.out_dim=16",
+        "method.hidden_dim=32",
+        "method.queue_size=32",
+        "method.shuffle_bn_groups=2",
+    ],
     "swav": ["method=swav", "method.out_dim=16", "method.hidden_dim=32", "method.n_prototypes=8", "data.n_local=2"],
 }
 BATCH = 8
@@ -35,8 +46,10 @@ def _batch(n_local):
 
 def _step(over, rank=0, world=1):
     """Two steps (the second sees the updated queue/center); returns losses and first-step grads."""
-    cfg = resolve(build_config(TINY + over))
+    resnet = any(o.startswith("backbone=resnet") for o in over)
+    cfg = resolve(build_config([o for o in TINY if not (resnet and o.startswith("backbone"))] + over))
     m = prepare_distributed(build_method(cfg), torch.device("cpu"))
+    assert not resnet or m.shuffle  # the case tests shuffle-BN
     m.train()
     views = _batch(cfg.data.n_local)
     shard = BATCH // world
