@@ -50,8 +50,9 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch, timm, lightly, kornia; print('torch', torch.__version__, 'timm', timm.__version__, 'lightly', lightly.__version__)"
 for p in $PARTS; do case $p in
 # tests: the GPU-only tests (device crops seeded per step, the GPU's random stream left alone; no host-device
-#    sync inside the engine step, every method)
-tests) part 90 python3 -m pytest -q -p no:cacheprovider tests/data/test_device_aug.py tests/engine/test_cuda_sync.py ;;
+#    sync inside the engine step, every method; k-NN and the torch linear probe on the GPU equal the CPU)
+tests) part 90 python3 -m pytest -q -p no:cacheprovider tests/data/test_device_aug.py tests/engine/test_cuda_sync.py \
+    tests/evals/test_knn.py ;;
 # crops: the batched on-device crops against the kornia pipeline they replaced (CIFAR and ImageNet sizes)
 crops) part 45 python3 benchmarks/crop_speed.py --rounds 3 --seconds 1 ;;
 # cifar: the full loop at the CIFAR setting, DINO and SimCLR, suite vs peer (target >= 1.5x)

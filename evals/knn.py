@@ -34,7 +34,7 @@ def knn_predict_scores(
         labels = train_y[top_idx]
         for k in ks:
             kk = min(k, kmax)
-            scores = torch.zeros(labels.shape[0], c, dtype=weights.dtype)
+            scores = torch.zeros(labels.shape[0], c, dtype=weights.dtype, device=weights.device)
             scores.scatter_add_(1, labels[:, :kk], weights[:, :kk])
             out[k].append(scores)
     return {k: torch.cat(v) for k, v in out.items()}
@@ -57,8 +57,10 @@ def knn_accuracy(
 
 @register_eval("knn")
 def knn_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
-    """k-NN top-1/top-5 on the test split with the training split as the bank; k=20 is the headline."""
-    xtr, ytr, xte, yte = split_features(encoder, ctx)
+    """k-NN top-1/top-5 on the test split with the training split as the bank; k=20 is the headline.
+    Computed on the training device (a GPU scores 10,000 queries against 50,000 images in well under a
+    second)."""
+    xtr, ytr, xte, yte = (t.to(ctx.device) for t in split_features(encoder, ctx))
     ks = sorted(set(ctx.cfg.eval.knn_k) | {20})
     res = knn_accuracy(xtr, ytr, xte, yte, ks, ctx.cfg.eval.knn_temperature)
     rows = [

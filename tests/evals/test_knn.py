@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ssl_bench.evals.knn import knn_accuracy
@@ -42,3 +43,22 @@ def test_chunking_does_not_change_result():
     a = knn_predict_scores(xtr, ytr, xte, [10], chunk=7)[10]
     b = knn_predict_scores(xtr, ytr, xte, [10], chunk=1000)[10]
     assert torch.allclose(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+def test_knn_and_the_torch_linear_probe_on_the_gpu_equal_the_cpu():
+    """The evaluations on the training device: k-NN scores and the torch linear probe on a GPU give the CPU's
+    numbers (issue 18: evaluations on the training device)."""
+    from ssl_bench.evals.linear import fit_linear_probe_torch
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 32, generator=g)
+    ytr, yte = torch.arange(2000) % 5, torch.arange(500) % 5
+    xtr = centers[ytr] + torch.randn(2000, 32, generator=g)
+    xte = centers[yte] + torch.randn(500, 32, generator=g)
+    cpu = knn_accuracy(xtr, ytr, xte, yte, [20])
+    gpu = knn_accuracy(xtr.cuda(), ytr.cuda(), xte.cuda(), yte.cuda(), [20])
+    assert abs(cpu[20]["top1"] - gpu[20]["top1"]) <= 1 / 500
+    lin_cpu = fit_linear_probe_torch(xtr, ytr, xte, yte, [0.1, 1.0], 0, "cpu")
+    lin_gpu = fit_linear_probe_torch(xtr, ytr, xte, yte, [0.1, 1.0], 0, "cuda")
+    assert lin_gpu["C"] == lin_cpu["C"] and abs(lin_gpu["top1"] - lin_cpu["top1"]) <= 2 / 500
