@@ -9,9 +9,9 @@
 #     bash benchmarks/gpu_check.sh [OUTDIR] [PARTS...]   # CSVs under results/benchmarks/*_gpu*.csv, log in OUTDIR
 #
 # PARTS (default: all but the two quality parts, in this order, the most needed first): tests (90 s)
-# crops (45 s) cifar (150 s) linear (60 s) loop (140 s) workers (60 s) step (60 s) bf16 (75 s) methods (120 s)
-# compile (160 s) - 960 s in all, more than one 600 s device call, so e.g. `bash benchmarks/gpu_check.sh
-# results/benchmarks tests crops cifar linear` (345 s) and the rest later. Quality parts, each a call of its own, on the CIFAR-10 subset unpacked at
+# crops (45 s) cifar (150 s) split (120 s) linear (60 s) loop (140 s) workers (60 s) step (60 s) bf16 (75 s)
+# methods (120 s) compile (160 s) - 1,080 s in all, more than one 600 s device call, so e.g. `bash
+# benchmarks/gpu_check.sh results/benchmarks tests crops cifar split` (405 s) and the rest later. Quality parts, each a call of its own, on the CIFAR-10 subset unpacked at
 # $CIFAR (default data/cifar10_subset: the first 2,000 train and 200 test images per class):
 # recipes (560 s): every method's cifar10 recipe (solo-learn's), $RECIPE_EPOCHS epochs (default 5), report
 #   with solo-learn's published numbers beside; ablation (560 s): ablate dino with the cifar10 recipe and
@@ -21,7 +21,7 @@
 # part (torch.compile) cannot take the others' time.
 set -u
 OUTDIR=${1:-results/benchmarks}
-ALL="tests crops cifar linear loop workers step bf16 methods compile"
+ALL="tests crops cifar split linear loop workers step bf16 methods compile"
 QUALITY="recipes ablation"
 PARTS=${*:2}
 PARTS=${PARTS:-$ALL}
@@ -58,6 +58,10 @@ crops) part 45 python3 benchmarks/crop_speed.py --rounds 3 --seconds 1 ;;
 # cifar: the full loop at the issue's CIFAR setting, DINO and SimCLR, suite vs peer (target >= 1.5x)
 cifar) part 150 python3 benchmarks/throughput.py method=dino,simclr $CIFAR_RN18 --rounds 3 --steps 20 --warmup 10 \
     --images 8192 --no-loader --out throughput_gpu_cifar.csv ;;
+# split: at the same setting, DINO's step, crops, loader and full loop alone, side by side with the peer's, and
+#     the loop as a fraction of its parts in series (target >= 0.85)
+split) part 120 python3 benchmarks/step_split.py method=dino $CIFAR_RN18 --rounds 3 --steps 10 --images 8192 \
+    --out results/benchmarks/step_split_gpu_cifar.csv ;;
 # linear: the linear probe's logistic regression on the GPU (torch L-BFGS) at issue 18's 50,000 x 2,048, and
 #     both solvers side by side at 10,000 x 512
 linear) part 60 python3 benchmarks/linear_speed.py --n 50000 --dim 2048 --sides torch

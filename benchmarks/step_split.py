@@ -10,7 +10,9 @@ loop's step. Each round runs the three in a rotated order (abc, bca, cab, ...) s
 position favours one; medians per variant and the median per-round ratio to the peer are reported.
 Loader: images/s of each side's loader alone (same images, ``data.num_workers``), same rotation.
 With ``data.augment=device``, also the suite's crops drawn on the device alone, next to the peer's loader
-(which draws them in its workers). ``--profile N``: a torch.profiler table of N full-loop suite steps.
+(which draws them in its workers). Loop: each side's full loop (loader, crops, step), and the suite's loop as
+a fraction of its parts run in series (1 / (1/loader + 1/crops + 1/step), issue 18's >= 85% target):
+``METHOD loop/serial parts = F``. ``--profile N``: a torch.profiler table of N full-loop suite steps.
 Settings as ``benchmarks/throughput.py`` (ViT-tiny/4 12 blocks, 32 px, batch 128, fp32).
 
 Writes ``results/benchmarks/step_split.csv`` (one set of rows per method and config, temp file + rename).
@@ -108,6 +110,7 @@ def main() -> None:
     groups = {
         "compute": [("suite", suite_step), ("suite_per_crop", suite_per_crop), ("peer", peer_step)],
         "loader": [("suite", suite_loader), ("peer", peer_loader)],
+        "loop": [("suite", lambda: suite.run(1)), ("peer", lambda: peer.run(1))],
     }
     if cfg.data.augment == "device":  # the crops drawn on the device, alone (not in "compute" above)
         from ssl_bench.engine.train import device_augmenter
@@ -153,6 +156,26 @@ def main() -> None:
                 f"/peer = {ratio:.2f}x",
                 flush=True,
             )
+    rate = {(r["part"], r["variant"]): r["images_per_s"] for r in rows}
+    parts = [rate[("loader", "suite")], rate[("compute", "suite")]] + (
+        [rate[("augment", "suite")]] if ("augment", "suite") in rate else []
+    )
+    serial = 1 / sum(1 / p for p in parts)
+    rows.append(
+        {
+            "method": method,
+            "part": "loop / serial parts",
+            "variant": "suite",
+            "images_per_s": rate[("loop", "suite")] / serial,
+            "min": "",
+            "max": "",
+            "ratio_to_peer": "",
+            "rounds": a.rounds,
+            "steps": a.steps,
+            "config": " ".join(a.overrides),
+        }
+    )
+    print(f"{method} loop/serial parts = {rows[-1]['images_per_s']:.2f} (parts in series {serial:.1f} img/s)")
     write_csv(Path(a.out), rows, replace_by=("method", "config"))
 
 
