@@ -17,7 +17,8 @@
 #   with solo-learn's published numbers beside; ablation (560 s): ablate dino with the cifar10 recipe and
 #   DINO App. D's center momentum / teacher temperature grid.
 #
-# Needs the suite installed (pip install -e .) and CUDA. Each part has its own time limit so one slow
+# Needs the suite installed (pip install -e .) and CUDA; on a lent device machine, which starts bare,
+# benchmarks/device_run.sh installs the carried wheels and the suite, runs this and packs the results. Each part has its own time limit so one slow
 # part (torch.compile) cannot take the others' time.
 set -u
 OUTDIR=${1:-results/benchmarks}
