@@ -81,9 +81,8 @@ class Suite:
         self.method = build_method(cfg).to(dev)
         self.method.train()
         self.spe = len(images) // cfg.optim.batch_size
-        self.step_fn = make_train_step(
-            cfg, self.method, make_optimizer(cfg.optim, self.method), self.spe, dev, (MEAN, STD)
-        )
+        self.opt = make_optimizer(cfg.optim, self.method)
+        self.step_fn = make_train_step(cfg, self.method, self.opt, self.spe, dev, (MEAN, STD))
         # as the engine does: one loader for the whole run, workers started once
         self.batches = iter(self.trainer.training_batches(self.splits, 0, 0, 10**6))
         self.step = 0

@@ -2,7 +2,8 @@
 the step, the host synchronisations among them and the copies, with torch.profiler
 (:mod:`ssl_bench.engine.opcount`). The crops are counted twice, side by side: as the suite draws them (a few
 batched tensor ops, ``ssl_bench/data/device_aug.py``) and through the kornia pipeline it ran before
-(``benchmarks/kornia_crops.py``).
+(``benchmarks/kornia_crops.py``); with a LARS recipe the optimizer step is counted alone, as the suite runs it
+(multi-tensor ops) and through lightly's LARS.
 
     python benchmarks/op_count.py [method=dino] [key=value ...] [--steps 3]
 
@@ -69,6 +70,9 @@ def main() -> None:
     def crops_kornia() -> None:
         kornia(images, state["step"])
 
+    def optimizer() -> None:
+        suite.opt.step()
+
     def step() -> None:
         suite.step_fn([v.clone() for v in views], state["step"], 0)
         state["step"] += 1
@@ -77,7 +81,19 @@ def main() -> None:
         suite.run(a.steps)
 
     rows = []
-    parts = (("crops", crops), ("crops, kornia pipeline", crops_kornia), ("step", step), ("full loop", loop))
+    parts = [("crops", crops), ("crops, kornia pipeline", crops_kornia), ("step", step), ("full loop", loop)]
+    parts.insert(3, ("optimizer step", optimizer))
+    if cfg.optim.optimizer == "lars":  # the same step through lightly's LARS, which the suite's replaced
+        from lightly.utils.lars import LARS as LightlyLARS
+
+        held: list = []
+
+        def lightly_lars() -> None:  # built on the first (uncounted) call: the groups as the step left them
+            if not held:
+                held.append(LightlyLARS([dict(g) for g in suite.opt.param_groups], lr=0.0))
+            held[0].step()
+
+        parts.insert(4, ("optimizer step, lightly LARS", lightly_lars))
     for part, fn in parts:
         c = count_ops(fn, 1) if fn is loop else count_ops(fn, a.steps)
         c = {k: v / a.steps for k, v in c.items()} if fn is loop else c
@@ -93,7 +109,7 @@ def main() -> None:
             }
         )
         print(
-            f"{method} {part:<22} per step: {c['leaf_ops']:.0f} leaf ops, {c['kernels']:.0f} kernels, "
+            f"{method} {part:<28} per step: {c['leaf_ops']:.0f} leaf ops, {c['kernels']:.0f} kernels, "
             f"{c['syncs']:.0f} syncs, {c['copies']:.0f} copies",
             flush=True,
         )

@@ -23,22 +23,55 @@ NO_KERNEL = frozenset(
 )
 
 
+BINARY = {"aten::" + n for n in "add mul div sub addcmul addcdiv lerp maximum minimum pow copy".split()}
+
+
+def _has_aten_ancestor(e) -> bool:
+    e = e.cpu_parent
+    while e is not None:
+        if e.name.startswith("aten::"):
+            return True
+        e = e.cpu_parent
+    return False
+
+
+def _foreach_kernels(e, kernel) -> int:
+    """Launches of a multi-tensor ``_foreach_`` op on a GPU: one on its fast path, else one per tensor. The
+    fast path needs the tensor lists of a binary op to line up shape for shape; a list of 0-dim tensors (one
+    factor per tensor) takes the per-tensor path. (A 0-dim tensor and a Python number both record shape [];
+    the number records its value.)"""
+    parts = [c for c in e.cpu_children if c.name.startswith("aten::")]
+    for c in parts:
+        if c.name.rstrip("_") in BINARY:
+            shapes, values = c.input_shapes, c.concrete_inputs or [None] * len(c.input_shapes)
+            others = [(s, v) for s, v in zip(shapes[1:3], values[1:3]) if v is None]  # the tensor arguments
+            if any(list(s) != list(shapes[0]) for s, _ in others):
+                return sum(kernel(x) for x in parts)
+    return 1
+
+
 def leaf_counts(events) -> dict[str, int]:
     """Of the profiler's ``events``: ``leaf_ops``, every ``aten::`` operation with no ``aten::`` operation
-    below it; ``kernels``, those that compute on a tensor (not a view or an allocation, not arithmetic on
-    0-dim host scalars: each is a kernel launch on a GPU); ``syncs``, reads of a tensor's value on the host
-    (each a device wait on a GPU); ``copies``, the copy operations among the leaves."""
-    leaves = [
-        e
-        for e in events
-        if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
-    ]
-    kernels = [
-        e for e in leaves if e.name not in NO_KERNEL and any(isinstance(s, list) and len(s) for s in e.input_shapes)
-    ]
+    below it; ``kernels``, the launches a GPU would make: leaf ops that compute on a tensor (not a view or an
+    allocation, not arithmetic on 0-dim host scalars), a multi-tensor ``_foreach_`` op counted as the GPU runs
+    it (one launch on its fast path, which this CPU's per-tensor fallback hides); ``syncs``, reads of a tensor's
+    value on the host (each a device wait on a GPU); ``copies``, the copy operations among the leaves."""
+    aten = [e for e in events if e.name.startswith("aten::")]
+    leaves = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+
+    def kernel(e) -> int:
+        if e.name.startswith("aten::_foreach_"):
+            return _foreach_kernels(e, kernel)
+        below = sum(kernel(c) for c in e.cpu_children if c.name.startswith("aten::"))
+        if below:  # a composite op: its parts launch
+            return below
+        # the lowest op that computes on a tensor launches (its own parts may only wrap host scalars)
+        return int(e.name not in NO_KERNEL and any(isinstance(s, list) and len(s) for s in e.input_shapes))
+
+    top = [e for e in aten if e.cpu_parent is None or not _has_aten_ancestor(e)]
     return {
         "leaf_ops": len(leaves),
-        "kernels": len(kernels),
+        "kernels": sum(kernel(e) for e in top),
         "syncs": sum(e.name in SYNCS for e in events),
         "copies": sum(e.name in COPIES for e in leaves),
     }

@@ -17,7 +17,12 @@ class LARS(_LightlyLARS):
     """lightly's LARS (parameters with weight decay 0, i.e. biases and norms here, are excluded from
     the adaptation and the decay, as in the SimCLR and BYOL references) plus solo-learn's ``clip_lr``
     (solo/utils/lars.py: the adapted LR ``eta * |w| / (|g| + wd |w|)`` never exceeds the scheduled
-    one), which lightly lacks and the CIFAR recipes use."""
+    one), which lightly lacks and the CIFAR recipes use.
+
+    The step is lightly's, computed for all parameters of a group at once (``torch._foreach_*``: norms,
+    decay, momentum and update as a few multi-tensor kernels) instead of a Python loop over parameters, and
+    without reading any norm on the host: lightly's ``if p_norm != 0 and g_norm != 0`` waits for the GPU
+    twice per parameter and step (ResNet-50: ~110 waits a step). Equal to lightly's step (test)."""
 
     def __init__(self, params, lr: float, clip_lr: bool = False, **kwargs) -> None:
         super().__init__(params, lr=lr, **kwargs)
@@ -26,31 +31,40 @@ class LARS(_LightlyLARS):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not any(g["clip_lr"] for g in self.param_groups):
-            return super().step(closure)
-        loss = closure() if closure is not None else None
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
             wd, mom, lr = group["weight_decay"], group["momentum"], group["lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad
-                if wd != 0:
-                    p_norm, g_norm = torch.norm(p), torch.norm(d_p)
-                    trust = group["trust_coefficient"] * p_norm / (g_norm + p_norm * wd + group["eps"])
-                    if group["clip_lr"] and lr > 0:
-                        trust = torch.clamp(trust / lr, max=1.0)
-                    ok = (p_norm > 0) & (g_norm > 0)  # as the references: no adaptation for a zero norm
-                    d_p = torch.where(ok, d_p.add(p, alpha=wd) * trust, d_p)
-                if mom != 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        buf = state["momentum_buffer"] = torch.clone(d_p).detach()
-                    else:
-                        buf = state["momentum_buffer"]
-                        buf.mul_(mom).add_(d_p, alpha=1 - group["dampening"])
-                    d_p = d_p.add(buf, alpha=mom) if group["nesterov"] else buf
-                p.add_(d_p, alpha=-lr)
+            d = grads
+            if wd != 0:
+                p_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                trust = group["trust_coefficient"] * p_norm / (g_norm + p_norm * wd + group["eps"])
+                if group["clip_lr"] and lr > 0:
+                    trust = torch.clamp(trust / lr, max=1.0)
+                ok = (p_norm > 0) & (g_norm > 0)  # as the references: no adaptation, no decay for a zero norm
+                # d = trust * (g + wd * w) where ok, else g: per-parameter factors, no branch on the host
+                d = torch._foreach_mul(grads, list(torch.where(ok, trust, 1.0).unbind()))
+                torch._foreach_add_(d, torch._foreach_mul(params, list(torch.where(ok, trust * wd, 0.0).unbind())))
+            if mom != 0:
+                states = [self.state[p] for p in params]
+                old = [i for i, st in enumerate(states) if "momentum_buffer" in st]
+                if old:
+                    bufs = [states[i]["momentum_buffer"] for i in old]
+                    torch._foreach_mul_(bufs, mom)
+                    torch._foreach_add_(bufs, [d[i] for i in old], alpha=1 - group["dampening"])
+                for i, st in enumerate(states):
+                    if "momentum_buffer" not in st:
+                        st["momentum_buffer"] = torch.clone(d[i]).detach()
+                bufs = [st["momentum_buffer"] for st in states]
+                d = torch._foreach_add(d, bufs, alpha=mom) if group["nesterov"] else bufs
+            torch._foreach_add_(params, d, alpha=-lr)
         return loss
 
 
@@ -80,7 +94,7 @@ def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
     decay every step from the schedules."""
     groups = param_groups(method)
     if o.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum, nesterov=o.nesterov)
+        return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum, nesterov=o.nesterov, foreach=True)
     if o.optimizer == "lars":
         return LARS(
             groups,

@@ -70,7 +70,7 @@ def test_on_cuda_same_seed_same_crops_and_the_gpu_random_stream_is_left_alone():
 
 def test_a_call_launches_the_same_few_ops_whatever_the_batch_and_the_crop_count():
     """Every crop of one size is drawn in one batch: the ops launched per call do not grow with the batch or
-    with the number of crops (the kornia pipeline launched ~2,000 per call), and none waits for the device;
+    with the number of crops (the kornia pipeline launched 955-1,443 kernels per call), and none waits for the device;
     two crops of one image from one call still differ."""
     small = DeviceMultiCrop(CropPolicy(ViewSpec(2, 2), 32, 16), mean=MEAN, std=STD)
     many = DeviceMultiCrop(CropPolicy(ViewSpec(4, 6), 32, 16), mean=MEAN, std=STD)
@@ -79,7 +79,7 @@ def test_a_call_launches_the_same_few_ops_whatever_the_batch_and_the_crop_count(
     assert ops["syncs"] == 0
     assert count_ops(lambda: small(x64, 0))["kernels"] == ops["kernels"]
     assert count_ops(lambda: many(x8, 0))["kernels"] == ops["kernels"]
-    assert ops["kernels"] < 500, ops  # kornia's pipeline: 984 for these crops, 662 for two globals alone
+    assert ops["kernels"] < 700, ops  # the kornia pipeline: 1,427 for these crops, 955 for two globals alone
     crops = many(x8, seed=3)
     assert [tuple(c.shape) for c in crops] == [(8, 3, 32, 32)] * 4 + [(8, 3, 16, 16)] * 6
     assert all(c.is_contiguous() for c in crops)

@@ -133,6 +133,44 @@ def test_lars_clip_lr_matches_solo_learn():
     assert torch.allclose(b, b0 - lr * gb, atol=1e-6)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_equals_lightly_s_step_and_never_waits_for_the_device(nesterov):
+    """The multi-tensor LARS step is lightly's (utils/lars.py) over several steps with momentum, a weight and a
+    gradient of norm 0 (neither adapted nor decayed) and a group without weight decay; lightly's reads two
+    norms on the host per parameter, ours none."""
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    from ssl_bench.engine.opcount import count_ops
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 4), (4,), (3, 3), (5,), (2, 2)]
+    init = [torch.randn(s, generator=g) for s in shapes]
+    init[2].zero_()  # a weight of norm 0
+    grads = [[torch.randn(s, generator=g) * 0.1 for s in shapes] for _ in range(3)]
+    for step in grads:
+        step[4].zero_()  # a gradient of norm 0
+
+    def run(cls):
+        ps = [torch.nn.Parameter(t.clone()) for t in init]
+        groups = [
+            {"params": [ps[0], ps[2], ps[4]], "weight_decay": 1e-2},
+            {"params": [ps[1], ps[3]], "weight_decay": 0.0},
+        ]
+        opt = cls(groups, lr=0.3, momentum=0.9, nesterov=nesterov, trust_coefficient=0.02)
+        for step in grads:
+            for p, gr in zip(ps, step):
+                p.grad = gr.clone()
+            opt.step()
+        return ps, opt
+
+    ours, opt = run(LARS)
+    ref, ref_opt = run(LightlyLARS)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert count_ops(opt.step)["syncs"] == 0
+    assert count_ops(ref_opt.step)["syncs"] > 0  # what it replaces
+
+
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_both_crop_paths_build_from_the_method_policy(method):
     """The recipe's policy reaches the PIL transform and the on-device crops alike."""
