@@ -33,11 +33,11 @@ class SimCLRConfig:
 
 
 class NTXent(nn.Module):
-    """NT-Xent over all other samples of the global batch (SimCLR eq. 1; lightly's NTXentLoss with
-    ``gather_distributed=True``: negatives from every rank, gradients through the local part). Each view's
-    similarity to itself is masked out of the softmax, as the reference does (simclr tf2/objective.py:76-79,
-    ``logits_aa - masks * LARGE_NUM``), where lightly cuts it out with a boolean index: a device wait on a
-    GPU at every step. Same value as lightly's loss (tests/methods/test_losses.py)."""
+    """NT-Xent over all other samples of the global batch (SimCLR eq. 1): lightly's NTXentLoss with
+    ``gather_distributed=True`` (negatives from every rank, gradients through the local part), computed the
+    same way to the bit, value and gradient (test), except for how each view's similarity to itself leaves
+    the softmax: lightly cuts it out with a boolean index, a device wait on a GPU at every step; here the
+    remaining columns are gathered by index arithmetic, which waits for nothing."""
 
     def __init__(self, temperature: float) -> None:
         super().__init__()
@@ -48,10 +48,14 @@ class NTXent(nn.Module):
         big0, big1 = (torch.cat(dist.gather(o), 0) if dist.world_size() > 1 else o for o in (out0, out1))
         n, t = out0.shape[0], self.temperature
         positive = torch.arange(n, device=out0.device) + dist.rank() * n  # this rank's rows in the global batch
-        itself = torch.arange(big0.shape[0], device=out0.device)[None] == positive[:, None]
-        logits_00 = (out0 @ big0.T / t).masked_fill(itself, float("-inf"))
-        logits_11 = (out1 @ big1.T / t).masked_fill(itself, float("-inf"))
-        logits = torch.cat([torch.cat([out0 @ big1.T / t, logits_00], 1), torch.cat([out1 @ big0.T / t, logits_11], 1)])
+        # row i keeps every column but its own (positive[i]), in order: lightly's logits[~diag_mask]
+        j = torch.arange(big0.shape[0] - 1, device=out0.device)[None]
+        others = j + (j >= positive[:, None]).long()
+        logits_00 = (torch.einsum("nc,mc->nm", out0, big0) / t).gather(1, others)
+        logits_01 = torch.einsum("nc,mc->nm", out0, big1) / t
+        logits_10 = torch.einsum("nc,mc->nm", out1, big0) / t
+        logits_11 = (torch.einsum("nc,mc->nm", out1, big1) / t).gather(1, others)
+        logits = torch.cat([torch.cat([logits_01, logits_00], 1), torch.cat([logits_10, logits_11], 1)])
         return F.cross_entropy(logits, positive.repeat(2))
 
 
