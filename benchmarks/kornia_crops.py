@@ -10,25 +10,18 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ssl_bench.data.device_aug import DeviceMultiCrop
 from ssl_bench.data.multicrop import CropPolicy, blur_kernel
 
 
-class KorniaMultiCrop(nn.Module):
-    """uint8 (B, 3, H, W) batch -> ``n_global + n_local`` normalised float crop batches (globals first)."""
+class KorniaMultiCrop(DeviceMultiCrop):
+    """The suite's crop module (policy, checks, normalisation) with kornia's augmentation modules drawing the
+    crops: one pipeline per crop policy (first global, second global, local)."""
 
-    def __init__(
-        self,
-        policy: CropPolicy,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
-    ) -> None:
-        super().__init__()
+    def __init__(self, policy: CropPolicy, *mean_std: Sequence[float]) -> None:
+        super().__init__(policy, *mean_std)
         import kornia.augmentation as K
 
-        spec = policy.spec
-        if spec.n_global < 1 or spec.n_local < 0:
-            raise ValueError(f"need n_global >= 1 and n_local >= 0, got {spec}")
-        self.spec = spec
         a = policy.aug
 
         def pipeline(kind: str) -> nn.Sequential:
@@ -56,16 +49,10 @@ class KorniaMultiCrop(nn.Module):
         self.global1 = pipeline("global1")
         self.global2 = pipeline("global2")
         self.local = pipeline("local")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     @torch.no_grad()
     def forward(self, images: Tensor, seed: int) -> list[Tensor]:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
-                f"KorniaMultiCrop wants a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}"
-            )
-        x = images.float().div_(255.0)
+        x = self._floats(images)
         # Seeded per step so a resumed run draws the same crops; the caller's random streams (CPU, and
         # this GPU's when the batch is on one) are restored afterwards.
         cuda = images.device.type == "cuda"

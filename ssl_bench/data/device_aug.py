@@ -274,13 +274,17 @@ class DeviceMultiCrop(nn.Module):
         src = x.expand(count, *x.shape).reshape(count * b, *x.shape[1:])  # crop k of image i at k * B + i
         return apply_crops(src, p, size, hue=a.jitter[3] > 0, blur=self.blurs[kind], solarize=self.solarizes[kind])
 
-    @torch.no_grad()
-    def forward(self, images: Tensor, seed: int) -> list[Tensor]:
+    def _floats(self, images: Tensor) -> Tensor:
+        """The uint8 (B, 3, H, W) batch as floats in [0, 1]; anything else is refused."""
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
-                f"DeviceMultiCrop wants a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}"
+                f"{type(self).__name__} wants a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}"
             )
-        x = images.float().div_(255.0)
+        return images.float().div_(255.0)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, seed: int) -> list[Tensor]:
+        x = self._floats(images)
         g = self._generator(images.device, seed)
         crops: list[Tensor] = []
         for kind, count in (("global", self.spec.n_global), ("local", self.spec.n_local)):
