@@ -60,24 +60,35 @@ def _fit(c: float, x: np.ndarray, y: np.ndarray, init: LogisticRegression | None
     return clf
 
 
+def _choose_c(y: np.ndarray, c_grid: list[float], seed: int, fit, val_acc):
+    """The protocol both solvers share: hold out a stratified 10% of train (seed ``seed``), fit each C in
+    ascending order warm-started from the previous fit, keep the best held-out accuracy (ties: the stronger
+    regularisation), refit that C on all of train from its held-out fit. ``fit(c, rows, init)`` (rows None: all
+    of train) and ``val_acc(model, rows)`` are the solver's; returns (model, C, held-out top-1)."""
+    strat = y if np.bincount(y).min() >= 2 else None
+    fit_rows, val_rows = train_test_split(np.arange(len(y)), test_size=0.1, random_state=seed, stratify=strat)
+    best, prev, best_fit, best_c = -1.0, None, None, None
+    for c in sorted(c_grid):
+        prev = fit(c, fit_rows, prev)
+        acc = val_acc(prev, val_rows)
+        if acc > best:
+            best_c, best, best_fit = c, acc, prev
+    return fit(best_c, None, best_fit), best_c, best
+
+
 def fit_linear_probe(
     xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, c_grid: list[float], seed: int = 0
 ) -> dict[str, float]:
     """Choose C on a held-out 10% of train, refit on all of train, report test top-1/top-5."""
     scaler = StandardScaler().fit(xtr)
     xtr, xte = scaler.transform(xtr), scaler.transform(xte)
-    strat = ytr if np.bincount(ytr).min() >= 2 else None
-    a, b, ya, yb = train_test_split(xtr, ytr, test_size=0.1, random_state=seed, stratify=strat)
-    best, prev, best_clf = -1.0, None, None
-    for c in sorted(c_grid):  # ascending C, each fit warm-started from the previous one
-        prev = _fit(c, a, ya, prev)
-        acc = prev.score(b, yb)
-        if acc > best:  # ties: the stronger regularisation
-            best_c, best, best_clf = c, acc, prev
-    clf = _fit(best_c, xtr, ytr, best_clf)
+
+    def fit(c: float, rows, init) -> LogisticRegression:
+        return _fit(c, xtr, ytr, init) if rows is None else _fit(c, xtr[rows], ytr[rows], init)
+
+    clf, best_c, best = _choose_c(ytr, c_grid, seed, fit, lambda clf, rows: clf.score(xtr[rows], ytr[rows]))
     scores = clf.predict_proba(xte)
-    classes = clf.classes_
-    y_idx = np.searchsorted(classes, yte)
+    y_idx = np.searchsorted(clf.classes_, yte)
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
 
 
@@ -120,20 +131,19 @@ def fit_linear_probe_torch(
     std = torch.where(std == 0, 1.0, std)  # StandardScaler: a constant feature is left unscaled
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
     classes, y_all = torch.unique(ytr, return_inverse=True)
-    y_all = y_all.to(dev)
-    n_cls = len(classes)
-    idx = np.arange(len(ytr))
-    y_np = ytr.numpy()
-    strat = y_np if np.bincount(y_np).min() >= 2 else None
-    ia, ib = train_test_split(idx, test_size=0.1, random_state=seed, stratify=strat)
-    ia, ib = torch.as_tensor(ia, device=dev), torch.as_tensor(ib, device=dev)
-    best, prev, best_fit, best_c = -1.0, None, None, None
-    for c in sorted(c_grid):  # ascending C, each fit warm-started from the previous one
-        prev = _torch_fit(xtr[ia], y_all[ia], n_cls, c, prev)
-        acc = float((torch.addmm(prev[1], xtr[ib], prev[0]).argmax(1) == y_all[ib]).float().mean())
-        if acc > best:  # ties: the stronger regularisation
-            best_c, best, best_fit = c, acc, prev
-    w, b = _torch_fit(xtr, y_all, n_cls, best_c, best_fit)
+    y_all, n_cls = y_all.to(dev), len(classes)
+
+    def fit(c: float, rows, init):
+        if rows is None:
+            return _torch_fit(xtr, y_all, n_cls, c, init)
+        rows = torch.as_tensor(rows, device=dev)
+        return _torch_fit(xtr[rows], y_all[rows], n_cls, c, init)
+
+    def val_acc(wb, rows) -> float:
+        rows = torch.as_tensor(rows, device=dev)
+        return float((torch.addmm(wb[1], xtr[rows], wb[0]).argmax(1) == y_all[rows]).float().mean())
+
+    (w, b), best_c, best = _choose_c(ytr.numpy(), c_grid, seed, fit, val_acc)
     scores = torch.addmm(b, xte, w).cpu().numpy()
     y_idx = np.searchsorted(classes.numpy(), yte.numpy())
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
