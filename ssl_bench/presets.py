@@ -38,7 +38,8 @@ def _read_yaml(path: Any, what: str) -> dict:
 
 def load_preset(name: str, method: str | None = None) -> tuple[dict, dict]:
     """The two layers of a preset: the shared file ``configs/NAME.yaml`` (or a yaml path) and the
-    method's recipe ``configs/recipes/METHOD/NAME.yaml``; either may be absent, not both."""
+    method's recipe ``configs/recipes/METHOD/NAME.yaml``; either may be absent, not both. A recipe
+    ``BASE-VARIANT`` without a shared file of its own takes ``configs/BASE.yaml`` as its shared layer."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():  # a user's own recipe file
         return {}, _read_yaml(path, f"preset file {name!r}")
@@ -51,6 +52,9 @@ def load_preset(name: str, method: str | None = None) -> tuple[dict, dict]:
                 f"{', '.join(recipe_names(str(method))) or 'none'}"
             )
         raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a path to a .yaml file")
+    if not shared.is_file() and recipe.is_file() and "-" in name:
+        # a variant of a shared preset (``paper-resnet50``) takes that preset's shared layer (``paper.yaml``)
+        shared = _configs().joinpath(f"{name.split('-')[0]}.yaml")
     layers = [_read_yaml(f, f"preset {f.name!r}") if f.is_file() else {} for f in (shared, recipe)]
     return layers[0], layers[1]
 

@@ -148,6 +148,13 @@ PINNED = {
         "optim.batch_size": 4096,
         "optim.weight_decay": 1e-6,
         "optim.epochs": 100,
+        "data.global_scale": [0.2, 1.0],  # CONFIG.md:15 --crop-min=.2
+        # the shared paper layer: ImageNet-style data and the paper evaluation protocol
+        "dataset": "imagefolder",
+        "eval.crop_fraction": 0.875,
+        "eval.interpolation": "bicubic",
+        "eval.linear_last_blocks": 4,
+        "eval.linear_augmented": True,
     },
     ("swav", "paper"): {
         "backbone.name": "resnet50",
