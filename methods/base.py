@@ -33,6 +33,7 @@ class Method(nn.Module):
     def __init__(self, view_spec: ViewSpec) -> None:
         super().__init__()
         self._view_spec = view_spec
+        self.schedule_convention = "endpoints"
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         """Return a dict holding ``"loss"``; every other scalar in it is logged."""
@@ -45,6 +46,10 @@ class Method(nn.Module):
     def configure_views(self, spec: ViewSpec) -> None:
         """The engine sets the crops the data layer will deliver (``data.n_local`` overrides the default)."""
         self._view_spec = spec
+
+    def configure_schedules(self, convention: str) -> None:
+        """The engine sets ``optim.schedule_convention``; ``schedules()`` builds with it."""
+        self.schedule_convention = convention
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, target) pairs the engine updates with the ``momentum`` schedule."""

@@ -60,7 +60,7 @@ class BYOL(Method):
         self.criterion = NegativeCosineSimilarity()
 
     def schedules(self) -> dict[str, S.Schedule]:
-        return {"momentum": S.cosine(self.cfg.momentum, self.cfg.momentum_end)}
+        return {"momentum": S.cosine(self.cfg.momentum, self.cfg.momentum_end, self.schedule_convention)}
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"predictor": self.cfg.predictor_lr_mult}

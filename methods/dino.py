@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig
+from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
@@ -54,6 +54,9 @@ class DINOConfig:
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: float = 0.0
     student_temp: float = 0.1
+    # step: the teacher temperature warms up linearly per step; epoch: main_dino.py's DINOLoss, a
+    # np.linspace over the warm-up epochs indexed by the epoch (constant within an epoch)
+    teacher_temp_unit: str = choice("step", ["step", "epoch"])
     freeze_last_layer: int = 1
     n_local: int = 8
 
@@ -110,11 +113,14 @@ class DINO(Method):
         )
 
     def schedules(self) -> dict[str, S.Schedule]:
+        c = self.cfg
+        if c.teacher_temp_unit == "epoch":
+            temp = S.linear_warmup_per_epoch(c.warmup_teacher_temp, c.teacher_temp, int(c.warmup_teacher_temp_epochs))
+        else:
+            temp = S.linear_warmup(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs)
         return {
-            "momentum": S.cosine(self.cfg.momentum_teacher, self.cfg.momentum_teacher_end),
-            "teacher_temp": S.linear_warmup(
-                self.cfg.warmup_teacher_temp, self.cfg.teacher_temp, self.cfg.warmup_teacher_temp_epochs
-            ),
+            "momentum": S.cosine(c.momentum_teacher, c.momentum_teacher_end, self.schedule_convention),
+            "teacher_temp": temp,
         }
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -164,7 +164,7 @@ class MoCo(Method):
         v3 = self.cfg.version == 3
         start = self.cfg.momentum if self.cfg.momentum is not None else (0.99 if v3 else 0.999)
         end = self.cfg.momentum_end if self.cfg.momentum_end is not None else (1.0 if v3 else start)
-        return {"momentum": S.cosine(start, end)}
+        return {"momentum": S.cosine(start, end, self.schedule_convention)}
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.query, self.key)]

@@ -7,6 +7,8 @@ dense evaluations, and ``last_attention(x) -> (B, heads, N, N)`` for ViTs (DINO 
 
 from __future__ import annotations
 
+import math
+import types
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -14,7 +16,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.config import BackboneConfig
+from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.errors import ConfigError
 from ssl_bench.registry import BACKBONES, register_backbone
 
@@ -48,6 +50,10 @@ class ViTConfig(BackboneConfig):
     depth: Optional[int] = None  # None: the architecture's depth (12)
     num_heads: Optional[int] = None  # None: the architecture's (timm vit_small: 6; MoCo v3's ViT-S: 12)
     drop_path_rate: float = 0.1
+    # position embeddings of crops of another size (local crops): timm (resample_abs_pos_embed to the exact
+    # grid) or dino (DINO vision_transformer.py:174-194 interpolate_pos_encoding: bicubic by scale factor
+    # (grid + 0.1) / sqrt(N), no antialias), which the dino paper recipe uses
+    pos_embed_interp: str = choice("timm", ["timm", "dino"])
     # the target network's (DINO teacher, BYOL target, MoCo key encoder): the references build it
     # without stochastic depth (DINO main_dino.py: vits.__dict__[arch](patch_size) for the teacher)
     target_drop_path_rate: float = 0.0
@@ -95,6 +101,8 @@ class TimmViT(Backbone):
         self.embed_dim = self.model.num_features
         self.num_heads = self.model.blocks[-1].attn.num_heads
         self.patch_size = cfg.patch_size
+        if cfg.pos_embed_interp == "dino":
+            self.model._pos_embed = types.MethodType(_dino_pos_embed, self.model)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -132,6 +140,21 @@ class TimmViT(Backbone):
         qkv = attn.qkv(y).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
         return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+
+def _dino_pos_embed(vit: Any, x: Tensor) -> Tensor:
+    """timm's ``VisionTransformer._pos_embed`` (NHWC patch tokens in, class token prepended) with DINO's
+    ``interpolate_pos_encoding``: a pos_embed over the square training grid, class token first."""
+    b, h, w, c = x.shape
+    pos = vit.pos_embed
+    n = pos.shape[1] - 1
+    if h * w != n or h != w:
+        side = math.sqrt(n)
+        grid = pos[:, 1:].reshape(1, int(side), int(side), c).permute(0, 3, 1, 2)
+        grid = nn.functional.interpolate(grid, scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic")
+        pos = torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, c)), dim=1)
+    x = torch.cat((vit.cls_token.expand(b, -1, -1), x.reshape(b, -1, c)), dim=1)
+    return vit.pos_drop(x + pos)
 
 
 class TimmResNet(Backbone):

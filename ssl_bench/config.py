@@ -155,6 +155,15 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
+    # the arithmetic of the warm-up and cosine end points (LR, weight decay and the methods' own schedules
+    # such as EMA momentum), one per reference (ssl_bench/schedules.py): endpoints (the suite's), linspace
+    # (DINO, SwAV), continuous (MoCo v3); each paper recipe names its reference's
+    schedule_convention: str = choice("endpoints", ["endpoints", "linspace", "continuous"])
+    # step: LR and weight decay set every step; epoch: once per epoch (MoCo v2 adjust_learning_rate)
+    schedule_unit: str = choice("step", ["step", "epoch"])
+    # false: no weight decay (nor LARS adaptation) on biases and norm parameters (DINO, SimCLR, BYOL);
+    # true: decay every parameter, as MoCo v2's SGD and MoCo v3's AdamW are built (model.parameters())
+    decay_norm_and_bias: bool = False
     clip_grad: float = 3.0  # 0 disables
     # global: one norm over all gradients; param: each parameter's gradient clipped to clip_grad on its
     # own (DINO ``utils.clip_gradients``)

@@ -68,17 +68,18 @@ class LARS(_LightlyLARS):
         return loss
 
 
-def param_groups(module: nn.Module) -> list[dict]:
+def param_groups(module: nn.Module, decay_all: bool = False) -> list[dict]:
     """No weight decay (and no LARS adaptation) on biases and norm parameters (DINO's
-    ``get_params_groups``, SimCLR/BYOL's exclusions); parameters under a prefix of the method's
-    ``lr_multipliers()`` get their own groups whose LR follows the schedule times ``lr_mult``."""
+    ``get_params_groups``, SimCLR/BYOL's exclusions), unless ``decay_all`` (MoCo v2/v3: every
+    parameter); parameters under a prefix of the method's ``lr_multipliers()`` get their own groups
+    whose LR follows the schedule times ``lr_mult``."""
     mults: dict[str, float] = getattr(module, "lr_multipliers", dict)()
     groups: dict[tuple[bool, float], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
         mult = next((m for prefix, m in mults.items() if name == prefix or name.startswith(prefix + ".")), 1.0)
-        groups.setdefault((p.ndim > 1 and not name.endswith(".bias"), mult), []).append(p)
+        groups.setdefault((decay_all or (p.ndim > 1 and not name.endswith(".bias")), mult), []).append(p)
     out = []
     for regularize in (True, False):
         for (reg, mult), params in groups.items():
@@ -92,7 +93,7 @@ def param_groups(module: nn.Module) -> list[dict]:
 def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimiser over ``method``'s trainable parameters; the engine sets LR and weight
     decay every step from the schedules."""
-    groups = param_groups(method)
+    groups = param_groups(method, o.decay_norm_and_bias)
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum, nesterov=o.nesterov, foreach=True)
     if o.optimizer == "lars":

@@ -55,6 +55,7 @@ def build_method(cfg: RunConfig) -> Method:
     seed_everything(cfg.seed)
     method = METHODS.get(cfg.method.name).obj(cfg.method, cfg.backbone)
     method.configure_views(ViewSpec(cfg.data.n_global, cfg.data.n_local or 0))  # resolved: never None here
+    method.configure_schedules(cfg.optim.schedule_convention)
     return method
 
 

@@ -56,8 +56,11 @@ def make_train_step(
     ``data.augment=device`` the views arrive as one uint8 image batch and every crop is drawn here."""
     total = spe * cfg.optim.epochs
     lr = peak_lr(cfg.optim)
-    lr_s = S.warmup_cosine(lr, cfg.optim.min_lr, cfg.optim.warmup_epochs)
-    wd_s = S.cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end)
+    o = cfg.optim
+    lr_s = S.with_unit(
+        S.warmup_cosine(lr, o.min_lr, o.warmup_epochs, convention=o.schedule_convention), o.schedule_unit
+    )
+    wd_s = S.with_unit(S.cosine(o.weight_decay, o.weight_decay_end, o.schedule_convention), o.schedule_unit)
     scheds = method.schedules()
     params = [p for p in method.parameters() if p.requires_grad]
     pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]

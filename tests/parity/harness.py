@@ -1,0 +1,192 @@
+"""The parity harness: the suite's training step beside the authors' own code, from the same weights on
+the same views. The reference checkouts are read from ``$SSL_BENCH_REFERENCES`` (one folder per
+repository, docs/parity.md) and never copied here; what lives here is ours: importing them, the shims
+they need on a CPU-only single process, the name maps and the step-by-step comparison."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+# repository folder name -> the commit the parity runs pin (docs/parity.md)
+PINNED = {
+    "dino": "7c446df",
+    "moco": "7397dfe",
+    "moco-v3": "c349e6e",
+    "swav": "06b1b7c",
+    "apex": "0bfb830",
+    "solo-learn": "9187ea3",
+}
+# top-level module names the references share (``utils``, ``moco``): dropped from sys.modules around
+# each import so that two checkouts never see each other's
+_SHADOWED = ("utils", "vision_transformer", "vits", "moco", "main_dino", "main_moco", "src", "solo")
+
+
+def references() -> Path | None:
+    root = os.environ.get("SSL_BENCH_REFERENCES")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def skip_reason(name: str) -> str | None:
+    """Why the parity run against ``name`` cannot run here (None: it can)."""
+    root = references()
+    if root is None:
+        return "SSL_BENCH_REFERENCES is not set to the reference checkouts (docs/parity.md)"
+    if not (root / name).is_dir():
+        return f"no {name} checkout in SSL_BENCH_REFERENCES={root} (docs/parity.md)"
+    return None
+
+
+def _drop_shadowed() -> dict:
+    gone = {}
+    for key in list(sys.modules):
+        if key.split(".")[0] in _SHADOWED:
+            gone[key] = sys.modules.pop(key)
+    return gone
+
+
+def import_reference(name: str, *modules: str) -> list:
+    """Import ``modules`` from the ``name`` checkout as its own scripts do (its folder first on the path)."""
+    folder = str(references() / name)  # type: ignore[operator]
+    saved = _drop_shadowed()
+    sys.path.insert(0, folder)
+    try:
+        return [importlib.import_module(m) for m in modules]
+    finally:
+        sys.path.remove(folder)
+        _drop_shadowed()
+        sys.modules.update(saved)
+
+
+@contextlib.contextmanager
+def cpu_single_process() -> Iterator[None]:
+    """The shims the references need on this machine, undone afterwards: a 1-process gloo group (their
+    ``dist.all_reduce`` / ``all_gather`` / ``broadcast`` calls), ``Tensor.cuda`` / ``Module.cuda`` as
+    no-ops and ``torch.cuda.synchronize`` as a no-op (they assume a GPU per process)."""
+    made = not dist.is_initialized()
+    if made:
+        store = tempfile.NamedTemporaryFile(prefix="ssl-bench-parity-", delete=False).name
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    saved = torch.Tensor.cuda, torch.nn.Module.cuda, torch.cuda.synchronize
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    torch.cuda.synchronize = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda, torch.cuda.synchronize = saved  # type: ignore[method-assign]
+        if made:
+            dist.destroy_process_group()
+
+
+class DDPShim(torch.nn.Module):
+    """What the references reach through DistributedDataParallel: ``.module`` and the forward."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def load_mapped(dst: torch.nn.Module, src: dict[str, torch.Tensor], name_map: Callable[[str], str | None]) -> None:
+    """Copy the suite's tensors ``src`` into the reference module ``dst`` through ``name_map`` (suite
+    name -> reference name, None: not in the reference); every tensor of ``dst`` must be written."""
+    want = dst.state_dict()
+    written = set()
+    with torch.no_grad():
+        for key, value in src.items():
+            ref = name_map(key)
+            if ref is None:
+                continue
+            if ref not in want:
+                raise KeyError(f"name map sends {key!r} to {ref!r}, which the reference lacks")
+            if want[ref].shape != value.shape:
+                raise ValueError(f"{key!r} -> {ref!r}: shape {tuple(value.shape)} vs {tuple(want[ref].shape)}")
+            want[ref].copy_(value)
+            written.add(ref)
+    missing = [k for k in want if k not in written and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise KeyError(f"reference tensors the name map never wrote: {missing[:5]}")
+
+
+@dataclass
+class StepRecord:
+    """One step of either side: the loss, the values it ran with and its state after the step."""
+
+    loss: float
+    values: dict[str, float]
+    state: dict[str, torch.Tensor]
+
+
+@dataclass
+class Comparison:
+    method: str
+    steps: int = 0
+    max_loss_rel: float = 0.0
+    max_param: float = 0.0  # tensors that received a gradient, and the buffers
+    max_zero_grad: float = 0.0  # tensors without a gradient in either code, bounded on their own
+    max_value: float = 0.0  # |LR / weight decay / momentum / temperature the two sides used|
+    first_difference: str = ""
+    worst: dict[str, float] = field(default_factory=dict)  # tensor name -> max abs difference
+
+    def line(self) -> str:
+        return (
+            f"{self.method}: {self.steps} steps, max loss rel diff {self.max_loss_rel:.2e}, "
+            f"max param diff {self.max_param:.2e} (zero-gradient {self.max_zero_grad:.2e}), "
+            f"max schedule diff {self.max_value:.2e}, first difference: {self.first_difference or 'none'}"
+        )
+
+
+def compare(
+    method: str,
+    ours: list[StepRecord],
+    theirs: list[StepRecord],
+    loss_tol: float,
+    param_tol: float,
+    value_tol: float = 1e-12,
+    zero_grad: Callable[[str], bool] = lambda name: False,
+    zero_grad_tol: float = 0.0,
+) -> Comparison:
+    """Every step: the loss (relative), each schedule value and every tensor of ``state`` (absolute).
+    Tensors for which ``zero_grad(name)`` holds get no gradient in either code (or a part of them gets
+    none: the key bias of a ViT's qkv, which softmax ignores): Adam-type and LARS updates then move them
+    by about the LR in the direction of rounding noise, so they are bounded by ``zero_grad_tol``."""
+    if len(ours) != len(theirs):
+        raise AssertionError(f"{method}: {len(ours)} suite steps vs {len(theirs)} reference steps")
+    c = Comparison(method, len(ours))
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        rel = abs(a.loss - b.loss) / max(abs(b.loss), 1e-12)
+        c.max_loss_rel = max(c.max_loss_rel, rel)
+        if rel > loss_tol and not c.first_difference:
+            c.first_difference = f"step {i}: loss {a.loss:.8g} vs {b.loss:.8g}"
+        for k in b.values:
+            d = abs(a.values[k] - b.values[k])
+            c.max_value = max(c.max_value, d)
+            if d > value_tol * max(1.0, abs(b.values[k])) and not c.first_difference:
+                c.first_difference = f"step {i}: {k} {a.values[k]:.8g} vs {b.values[k]:.8g}"
+        for k, t in b.state.items():
+            d = (a.state[k].double() - t.double()).abs().max().item() if t.numel() else 0.0
+            c.worst[k] = max(c.worst.get(k, 0.0), d)
+            loose = zero_grad(k)
+            if loose:
+                c.max_zero_grad = max(c.max_zero_grad, d)
+            else:
+                c.max_param = max(c.max_param, d)
+            if d > (zero_grad_tol if loose else param_tol) and not c.first_difference:
+                c.first_difference = f"step {i}: {k} differs by {d:.3g}"
+    return c
+
+
+def snapshot(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in named.items()}

@@ -1,0 +1,79 @@
+"""What the parity runs established, pinned without the reference checkouts so CI guards it: each paper
+recipe's schedule arithmetic (values as the reference code computed them for the harness's tiny runs),
+its options, parameter groups and forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssl_bench import schedules as S
+from ssl_bench.backbones import TimmViT, ViTTinyConfig
+from ssl_bench.config import build_config
+from ssl_bench.engine.optim import make_optimizer
+from ssl_bench.engine.step import make_train_step
+from ssl_bench.engine.train import build_method, resolve
+from tests.parity import test_dino
+
+# facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
+# run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
+DINO_REFERENCE = {
+    "lr": {0: 0.0, 1: 7.8125e-06, 4: 3.125e-05, 5: 3.125e-05, 6: 3.050972981e-05, 10: 1.6125e-05, 14: 1.740270191e-06},
+    "wd": {0: 0.04, 1: 0.04393343187, 5: 0.13, 10: 0.31, 14: 0.3960665681},
+    "momentum": {0: 0.996, 1: 0.9960437048, 5: 0.997, 10: 0.999, 14: 0.9999562952},
+    "teacher_temp": {0: 0.04, 4: 0.04, 5: 0.07, 14: 0.07},
+}
+
+
+def test_dino_paper_schedules_step_as_the_reference():
+    """The suite's own engine step, run on the harness's config, uses the reference's values at every
+    pinned step (the suite's ``endpoints`` convention gives lr 6.25e-6 at step 1, caught here)."""
+    cfg = resolve(build_config(test_dino.OVERRIDES))
+    method = build_method(cfg)
+    step_fn = make_train_step(cfg, method, make_optimizer(cfg.optim, method), test_dino.SPE, torch.device("cpu"))
+    method.train()
+    for step in range(test_dino.EPOCHS * test_dino.SPE):
+        _, values, lr, wd = step_fn(test_dino.views(step), step, step // test_dino.SPE)
+        got = {"lr": lr, "wd": wd, **values}
+        for key, pins in DINO_REFERENCE.items():
+            if step in pins:
+                assert got[key] == pytest.approx(pins[step], rel=1e-9, abs=1e-15), f"step {step}: {key}"
+
+
+def test_conventions_differ_where_the_references_do():
+    warm = dict(base=1.0, final=0.0, warmup_epochs=1)
+    f = {c: S.warmup_cosine(**warm, convention=c) for c in S.CONVENTIONS}
+    assert [f["linspace"](s, 5, 15) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]  # np.linspace(0, 1, 5)
+    assert [f["continuous"](s, 5, 15) for s in range(5)] == [0.0, 0.2, 0.4, 0.6, 0.8]  # moco-v3: epoch / warmup
+    assert f["endpoints"](14, 5, 15) == pytest.approx(0.0)  # the suite's reaches the final value
+    assert f["linspace"](14, 5, 15) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(0.9 * torch.pi)).item()))
+    per_epoch = S.with_unit(S.warmup_cosine(1.0, 0.0, 0, convention="continuous"), "epoch")
+    assert [per_epoch(s, 5, 15) for s in (0, 4, 5, 9, 10)] == pytest.approx([1.0, 1.0, 0.75, 0.75, 0.25])
+
+
+def test_dino_paper_recipe_names_the_reference_conventions():
+    cfg = resolve(build_config(["method=dino", "preset=paper"]))
+    assert cfg.optim.schedule_convention == "linspace" and cfg.optim.schedule_unit == "step"
+    assert cfg.method.teacher_temp_unit == "epoch"
+    assert cfg.backbone.pos_embed_interp == "dino"
+    assert not cfg.optim.decay_norm_and_bias  # utils.get_params_groups: no decay on biases and norms
+
+
+def test_dino_position_embedding_interpolation():
+    """Same-size crops keep the position embedding as it is; 16 px crops of a 32 px ViT/4 take DINO's
+    bicubic resampling by the factor 4.1 / 8 (not timm's exact-size antialiased resampling), computed here
+    on the embedding itself."""
+    torch.manual_seed(0)
+    timm_vit = TimmViT("vit_tiny_patch16_224", ViTTinyConfig(depth=1, drop_path_rate=0.0))
+    dino_vit = TimmViT("vit_tiny_patch16_224", ViTTinyConfig(depth=1, drop_path_rate=0.0, pos_embed_interp="dino"))
+    dino_vit.load_state_dict(timm_vit.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(timm_vit(x), dino_vit(x))
+    tokens = torch.randn(2, 4, 4, 192)
+    pos = dino_vit.model.pos_embed
+    grid = pos[:, 1:].reshape(1, 8, 8, 192).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=(4.1 / 8, 4.1 / 8), mode="bicubic")
+    want = torch.cat((dino_vit.model.cls_token.expand(2, -1, -1), tokens.reshape(2, 16, 192)), 1)
+    want = want + torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 16, 192)), 1)
+    assert torch.allclose(dino_vit.model._pos_embed(tokens), want, atol=1e-6)
+    assert not torch.allclose(timm_vit.model._pos_embed(tokens), want, atol=1e-4)
