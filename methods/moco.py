@@ -207,20 +207,23 @@ class MoCo(Method):
         return F.cross_entropy(logits, labels) * 2 * self.temperature
 
     def _v2(self, views: list[Tensor]) -> Tensor:
+        # reference (builder.py forward): only view 1 goes through the query encoder and only view 2
+        # through the key encoder, so each BatchNorm's running statistics move once per step
+        q_views, k_views = (views[:2], views[:2]) if self.cfg.symmetric else (views[:1], views[1:2])
         if self.shuffle:
-            q = [self._forward_groups(self._q, v, shuffle=False) for v in views[:2]]
+            q = [self._forward_groups(self._q, v, shuffle=False) for v in q_views]
             with torch.no_grad():
-                k = [self._forward_groups(self.key, v, shuffle=True) for v in views[:2]]
+                k = [self._forward_groups(self.key, v, shuffle=True) for v in k_views]
         else:
-            q = multicrop_forward(self._q, views[:2])
+            q = multicrop_forward(self._q, q_views)
             with torch.no_grad():
-                k = multicrop_forward(self.key, views[:2])
+                k = multicrop_forward(self.key, k_views)
         if self.cfg.symmetric:  # MoCo V2+: q1 against k2 and queue 1, q2 against k1 and queue 0
             loss = (self._contrast_v2(q[0], k[1], self.queue[1]) + self._contrast_v2(q[1], k[0], self.queue[0])) / 2
             self._enqueue(torch.stack(k))
         else:  # reference: query from view 1, its key from view 2, N keys enqueued
-            loss = self._contrast_v2(q[0], k[1], self.queue[0])
-            self._enqueue(k[1][None])
+            loss = self._contrast_v2(q[0], k[0], self.queue[0])
+            self._enqueue(k[0][None])
         return loss
 
     def _v3(self, views: list[Tensor]) -> Tensor:

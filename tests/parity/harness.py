@@ -188,5 +188,10 @@ def compare(
     return c
 
 
+def min_weight_decay(opt: torch.optim.Optimizer) -> float:
+    """The smallest weight decay any parameter is stepped with (0 when biases and norms are exempt)."""
+    return min(float(g["weight_decay"]) for g in opt.param_groups if g["params"])
+
+
 def snapshot(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in named.items()}

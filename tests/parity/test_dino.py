@@ -80,7 +80,8 @@ def suite_run():
         state = {f"student.{_ref_name(k)}": v for k, v in method.student.state_dict().items()}
         state |= {f"teacher.{_ref_name(k)}": v for k, v in method.teacher.state_dict().items()}
         state["center"] = method.criterion.center
-        vals = {"lr": lr, "wd": wd, "momentum": values["momentum"], "teacher_temp": values["teacher_temp"]}
+        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt), "momentum": values["momentum"]}
+        vals["teacher_temp"] = values["teacher_temp"]
         records.append(H.StepRecord(out["loss"].item(), vals, H.snapshot(state)))
     return cfg, init, records
 
@@ -147,6 +148,7 @@ def reference_run(cfg, init):
         vals = {
             "lr": g["lr"],
             "wd": g["weight_decay"],
+            "wd_min": H.min_weight_decay(optimizer),
             "momentum": float(mom_s[it]),
             "teacher_temp": float(loss.teacher_temp_schedule[epoch]),
         }

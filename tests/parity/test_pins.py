@@ -13,7 +13,7 @@ from ssl_bench.config import build_config
 from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.engine.step import make_train_step
 from ssl_bench.engine.train import build_method, resolve
-from tests.parity import test_dino
+from tests.parity import test_dino, test_moco
 
 # facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
 # run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
@@ -77,3 +77,21 @@ def test_dino_position_embedding_interpolation():
     want = want + torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 16, 192)), 1)
     assert torch.allclose(dino_vit.model._pos_embed(tokens), want, atol=1e-6)
     assert not torch.allclose(timm_vit.model._pos_embed(tokens), want, atol=1e-4)
+
+
+def test_moco_v2_paper_steps_bn_once_per_encoder_and_decays_every_parameter():
+    """builder.py forward: view 1 through the query encoder, view 2 through the key encoder, once each
+    (a second forward moved the BN running statistics twice: 1.5e-3 off after one step); SGD decays
+    every parameter (main_moco.py:291-296) and the LR steps once per epoch."""
+    cfg = resolve(build_config(test_moco.OVERRIDES))
+    assert cfg.optim.decay_norm_and_bias and cfg.optim.schedule_unit == "epoch"
+    assert cfg.optim.schedule_convention == "continuous"
+    method = build_method(cfg)
+    opt = make_optimizer(cfg.optim, method)
+    assert all(g["regularize"] for g in opt.param_groups)
+    step_fn = make_train_step(cfg, method, opt, test_moco.SPE, torch.device("cpu"))
+    method.train()
+    lrs = [step_fn(test_moco.views(s), s, s // test_moco.SPE)[2] for s in range(test_moco.SPE + 1)]
+    assert len(set(lrs[: test_moco.SPE])) == 1 and lrs[test_moco.SPE] < lrs[0]
+    for enc in (method.query, method.key):
+        assert int(enc.backbone.model.bn1.num_batches_tracked) == test_moco.SPE + 1
