@@ -7,6 +7,7 @@ default, so each has recipes of its own (``configs/recipes/moco*/``).
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -68,6 +69,20 @@ class MoCoConfig:
     loss_reduction: str = choice("sum", ["sum", "mean"])  # v3: sum over directions (reference) or mean
     vit_frozen_patch_embed: bool = True  # v3 ViT: stop-gradient on the patch projection
     vit_sincos_pos_embed: bool = True  # v3 ViT: fixed 2-D sin-cos position embedding
+    # v3 ViT: timm's initialisation or vits.py:30-49 VisionTransformerMoCo's (xavier-uniform Linear layers,
+    # Q, K and V each xavier-uniform, zero biases, cls token N(0, 1e-6), patch projection uniform
+    # +-sqrt(6 / (3 p^2 + dim)) with zero bias)
+    vit_init: str = choice("timm", ["timm", "moco_v3"])
+    # v3: the predictor's last BatchNorm1d(affine=False); None: as builder.py:122/109 builds it, with it
+    # for ViTs and without for ResNets
+    predictor_last_bn: Optional[bool] = None
+    # v3: each view through the networks on its own (builder.py forward: BatchNorm statistics per view)
+    # instead of the views of one size as one batch
+    bn_per_view: bool = False
+    # after_step: the engine's EMA after each optimizer step with that step's momentum; before_forward:
+    # builder.py forward updates the key encoder at the start of a step with that step's momentum, which
+    # is the after-step EMA taking the next step's momentum (same arithmetic, one update fewer at the end)
+    ema_timing: str = choice("after_step", ["after_step", "before_forward"])
     n_local: int = 0
 
     def check(self) -> None:
@@ -118,6 +133,24 @@ def sincos_pos_embed_(vit: Any, temperature: float = 10000.0) -> None:
     vit.pos_embed.requires_grad_(False)
 
 
+@torch.no_grad()
+def moco_v3_vit_init_(vit: Any) -> None:
+    """VisionTransformerMoCo's initialisation (moco-v3 vits.py:30-49) of a timm ViT's own layers."""
+    for name, m in vit.named_modules():
+        if isinstance(m, nn.Linear):
+            if "qkv" in name:  # Q, K and V as three matrices
+                val = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
+                nn.init.uniform_(m.weight, -val, val)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.normal_(vit.cls_token, std=1e-6)
+    proj = vit.patch_embed.proj
+    val = math.sqrt(6.0 / float(3 * proj.kernel_size[0] * proj.kernel_size[1] + vit.embed_dim))
+    nn.init.uniform_(proj.weight, -val, val)
+    nn.init.zeros_(proj.bias)
+
+
 @register_method("moco", config=MoCoConfig)
 class MoCo(Method):
     """MoCo v2 (EMA key encoder + queue) or v3 (EMA key encoder + predictor, in-batch negatives)."""
@@ -132,6 +165,8 @@ class MoCo(Method):
         def build(bcfg: BackboneConfig) -> BackboneHead:
             bb = build_backbone(bcfg)
             if v3 and bb.is_vit:
+                if cfg.vit_init == "moco_v3":
+                    moco_v3_vit_init_(bb.model)
                 if cfg.vit_sincos_pos_embed:
                     sincos_pos_embed_(bb.model)
                 if cfg.vit_frozen_patch_embed:
@@ -147,7 +182,8 @@ class MoCo(Method):
         self.key = make_target(self.query, lambda: build(target_backbone_config(backbone_cfg)))
         vit = self.query.backbone.is_vit
         self.temperature = cfg.temperature or (0.2 if (vit or not v3) else 1.0)
-        self.predictor = MoCoV3Projection(out, hidden, out, 2, last_bn=False) if v3 else None
+        pred_bn = cfg.predictor_last_bn if cfg.predictor_last_bn is not None else vit
+        self.predictor = MoCoV3Projection(out, hidden, out, 2, last_bn=pred_bn) if v3 else None
         self.shuffle = not v3 and cfg.shuffle_bn and has_batchnorm(self.query.backbone)
         if not v3:
             # Our own queue rather than lightly's MemoryBankModule: lightly keeps its bank out of the
@@ -164,7 +200,10 @@ class MoCo(Method):
         v3 = self.cfg.version == 3
         start = self.cfg.momentum if self.cfg.momentum is not None else (0.99 if v3 else 0.999)
         end = self.cfg.momentum_end if self.cfg.momentum_end is not None else (1.0 if v3 else start)
-        return {"momentum": S.cosine(start, end, self.schedule_convention)}
+        f = S.cosine(start, end, self.schedule_convention)
+        if self.cfg.ema_timing == "before_forward":
+            return {"momentum": lambda step, spe, total: f(step + 1, spe, total)}
+        return {"momentum": f}
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.query, self.key)]
@@ -228,9 +267,14 @@ class MoCo(Method):
 
     def _v3(self, views: list[Tensor]) -> Tensor:
         n_g = self.view_spec().n_global
-        q = multicrop_forward(self._q, views)
-        with torch.no_grad():
-            k = multicrop_forward(self.key, views[:n_g])
+        if self.cfg.bn_per_view:
+            q = [self._q(v) for v in views]
+            with torch.no_grad():
+                k = [self.key(v) for v in views[:n_g]]
+        else:
+            q = multicrop_forward(self._q, views)
+            with torch.no_grad():
+                k = multicrop_forward(self.key, views[:n_g])
         pairs = [(v, g) for v in range(len(q)) for g in range(n_g) if v != g]
         loss = functools.reduce(operator.add, (self._contrast_v3(q[v], k[g]) for v, g in pairs))  # sum's order
         return loss / len(pairs) if self.cfg.loss_reduction == "mean" else loss

@@ -175,6 +175,9 @@ class OptimConfig:
     # lars: trust coefficient (eta) and solo-learn's clip_lr (the adapted LR never exceeds the scheduled one)
     lars_eta: float = 0.001
     lars_clip_lr: bool = False
+    # lars: the trust ratio's denominator. sum: |g| + wd |w| (lightly, solo-learn, apex LARC); update:
+    # |g + wd w|, the norm of the decayed gradient (moco-v3 moco/optimizer.py:27-35)
+    lars_trust: str = choice("sum", ["sum", "update"])
     # stop the run when a parameter's norm exceeds this (weights exploding while the loss stays finite);
     # 0 disables. Healthy runs stay orders of magnitude below (a ViT-S weight matrix: ~15)
     max_param_norm: float = 1.0e4

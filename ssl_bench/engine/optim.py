@@ -24,10 +24,11 @@ class LARS(_LightlyLARS):
     without reading any norm on the host: lightly's ``if p_norm != 0 and g_norm != 0`` waits for the GPU
     twice per parameter and step (ResNet-50: ~110 waits a step). Equal to lightly's step (test)."""
 
-    def __init__(self, params, lr: float, clip_lr: bool = False, **kwargs) -> None:
+    def __init__(self, params, lr: float, clip_lr: bool = False, trust: str = "sum", **kwargs) -> None:
         super().__init__(params, lr=lr, **kwargs)
         for g in self.param_groups:
             g.setdefault("clip_lr", clip_lr)
+            g.setdefault("trust", trust)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -42,7 +43,13 @@ class LARS(_LightlyLARS):
             grads = [p.grad for p in params]
             wd, mom, lr = group["weight_decay"], group["momentum"], group["lr"]
             d = grads
-            if wd != 0:
+            if wd != 0 and group["trust"] == "update":  # moco-v3: eta |w| / |g + wd w|, decay always applied
+                d = torch._foreach_add(grads, params, alpha=wd)
+                p_norm = torch.stack(torch._foreach_norm(params))
+                u_norm = torch.stack(torch._foreach_norm(d))
+                trust = group["trust_coefficient"] * p_norm / u_norm.clamp_min(torch.finfo(u_norm.dtype).tiny)
+                torch._foreach_mul_(d, list(torch.where((p_norm > 0) & (u_norm > 0), trust, 1.0).unbind()))
+            elif wd != 0:
                 p_norm = torch.stack(torch._foreach_norm(params))
                 g_norm = torch.stack(torch._foreach_norm(grads))
                 trust = group["trust_coefficient"] * p_norm / (g_norm + p_norm * wd + group["eps"])
@@ -104,6 +111,7 @@ def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
             nesterov=o.nesterov,
             trust_coefficient=o.lars_eta,
             clip_lr=o.lars_clip_lr,
+            trust=o.lars_trust,
         )
     beta1, beta2 = o.betas
     return torch.optim.AdamW(groups, lr=0.0, betas=(beta1, beta2), foreach=True)

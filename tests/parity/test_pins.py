@@ -10,10 +10,10 @@ import torch
 from ssl_bench import schedules as S
 from ssl_bench.backbones import TimmViT, ViTTinyConfig
 from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
+from ssl_bench.engine.optim import LARS, make_optimizer
 from ssl_bench.engine.step import make_train_step
 from ssl_bench.engine.train import build_method, resolve
-from tests.parity import test_dino, test_moco
+from tests.parity import test_dino, test_moco, test_moco_v3
 
 # facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
 # run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
@@ -95,3 +95,56 @@ def test_moco_v2_paper_steps_bn_once_per_encoder_and_decays_every_parameter():
     assert len(set(lrs[: test_moco.SPE])) == 1 and lrs[test_moco.SPE] < lrs[0]
     for enc in (method.query, method.key):
         assert int(enc.backbone.model.bn1.num_batches_tracked) == test_moco.SPE + 1
+
+
+@pytest.mark.parametrize("variant", list(test_moco_v3.VARIANTS))
+def test_moco_v3_paper_recipes_name_the_reference_choices(variant):
+    cfg = resolve(build_config(test_moco_v3.VARIANTS[variant] + test_moco_v3.COMMON))
+    m, o = cfg.method, cfg.optim
+    assert m.bn_per_view and m.ema_timing == "before_forward" and o.schedule_convention == "continuous"
+    if variant == "vit":  # AdamW(model.parameters()): every parameter decayed; VisionTransformerMoCo's init
+        assert o.decay_norm_and_bias and m.vit_init == "moco_v3" and m.predictor_last_bn
+    else:  # moco/optimizer.py LARS: the decayed-gradient trust ratio, 1-D parameters exempt inside it
+        assert o.lars_trust == "update" and not o.decay_norm_and_bias and m.predictor_last_bn is False
+
+
+def test_moco_v3_forwards_each_view_on_its_own_and_takes_the_next_momentum():
+    """builder.py forward: q1, q2, k1, k2 each a forward of its own (every BatchNorm steps twice per step),
+    and the key encoder update before the keys with this step's momentum: the engine's after-step EMA
+    takes the next step's value."""
+    cfg = resolve(build_config(test_moco_v3.VARIANTS["vit"] + test_moco_v3.COMMON))
+    method = build_method(cfg)
+    opt = make_optimizer(cfg.optim, method)
+    step_fn = make_train_step(cfg, method, opt, test_moco_v3.SPE, torch.device("cpu"))
+    method.train()
+    _, values, _, _ = step_fn(test_moco_v3.views(0), 0, 0)
+    bns = [m for m in method.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert bns and all(int(bn.num_batches_tracked) == 2 for bn in bns)
+    assert isinstance(method.predictor.layers[-1], torch.nn.BatchNorm1d)  # builder.py:122 (ViT)
+    f = S.cosine(0.99, 1.0, "continuous")
+    assert values["momentum"] == pytest.approx(f(1, test_moco_v3.SPE, test_moco_v3.SPE * test_moco_v3.EPOCHS))
+
+
+def test_moco_v3_vit_init_is_the_references():
+    """vits.py:30-49: patch projection uniform within sqrt(6 / (3 p^2 + dim)) with zero bias, Q/K/V each
+    within sqrt(6 / (dim + dim)), zero biases, cls token N(0, 1e-6)."""
+    cfg = resolve(build_config(test_moco_v3.VARIANTS["vit"] + test_moco_v3.COMMON))
+    vit = build_method(cfg).query.backbone.model
+    proj = vit.patch_embed.proj
+    bound = (6.0 / (3 * 4 * 4 + 192)) ** 0.5
+    assert proj.weight.abs().max() <= bound and proj.weight.abs().max() > 0.9 * bound
+    assert not proj.bias.any() and not proj.weight.requires_grad
+    qkv = vit.blocks[0].attn.qkv
+    q_bound = (6.0 / (192 + 192)) ** 0.5
+    assert qkv.weight.abs().max() <= q_bound and qkv.weight.abs().max() > 0.9 * q_bound and not qkv.bias.any()
+    assert vit.cls_token.abs().max() < 1e-5
+
+
+def test_lars_update_trust_is_the_decayed_gradient_norm():
+    """moco-v3 optimizer.py: d = (g + wd w) * eta |w| / |g + wd w| for 2-D weights, so a weight whose
+    gradient is 0 still moves by lr * eta * |w| along -w (lightly's form leaves it at lr * wd * w)."""
+    w = torch.nn.Parameter(torch.full((4, 4), 0.5))
+    w.grad = torch.zeros(4, 4)
+    opt = LARS([{"params": [w], "weight_decay": 1e-6}], lr=0.1, momentum=0.9, trust_coefficient=1e-3, trust="update")
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((4, 4), 0.5 - 0.1 * 1e-3 * 2.0 * 0.5 / 2.0), rtol=0, atol=1e-9)
