@@ -24,6 +24,7 @@ from tests.parity import harness as H  # noqa: E402
 RUNS = {
     "dino": ("dino", [("dino", lambda: _mod("test_dino").run())]),
     "moco": ("moco", [("moco", lambda: _mod("test_moco").run())]),
+    "swav": ("swav", [("swav", lambda: _mod("test_swav").run())]),
     "moco_v3": (
         "moco-v3",
         [
@@ -32,7 +33,7 @@ RUNS = {
         ],
     ),
 }
-NOT_YET = {"swav": "swav + apex", "simclr": "solo-learn", "byol": "solo-learn"}
+NOT_YET = {"simclr": "solo-learn", "byol": "solo-learn"}
 
 
 def _mod(name: str):

@@ -45,6 +45,10 @@ class SwAVConfig:
     # factor on the scheduled LR for the prototypes (1 in the paper). A short-schedule lever: AdamW moves
     # each weight by about the LR per step, so at 2.5e-4 over ~100 steps the unit-norm prototypes barely move
     prototypes_lr_mult: float = 1.0
+    # true: the backbone runs once per crop size and the projector once on all crops together, so its
+    # BatchNorm statistics span every crop (reference src/resnet50.py:308-322 forward, then forward_head);
+    # false: backbone and projector once per crop size
+    head_on_all_crops: bool = False
 
     def check(self) -> None:
         if self.queue_size < 0:
@@ -85,7 +89,11 @@ class SwAV(Method):
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_g = self.view_spec().n_global
-        z = multicrop_forward(self._embed, views)
+        if self.cfg.head_on_all_crops:
+            feats = torch.cat(multicrop_forward(self.backbone, views))
+            z = list(F.normalize(self.projector(feats), dim=1).chunk(len(views)))
+        else:
+            z = multicrop_forward(self._embed, views)
         scores = [self.prototypes(x) for x in z]
         queue_scores = None
         if self.cfg.queue_size > 0:

@@ -153,6 +153,7 @@ class OptimConfig:
     lr_scaling: str = choice("linear", ["linear", "sqrt", "none"])
     min_lr: float = 1e-6
     warmup_epochs: float = 1.0
+    warmup_start_lr: float = 0.0  # the LR of the warm-up's first step, absolute like min_lr (SwAV --start_warmup)
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     # the arithmetic of the warm-up and cosine end points (LR, weight decay and the methods' own schedules
@@ -188,6 +189,7 @@ class OptimConfig:
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr >= 0, ">= 0"),
             ("min_lr", self.min_lr >= 0, ">= 0"),
+            ("warmup_start_lr", self.warmup_start_lr >= 0, ">= 0"),
             ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),

@@ -170,6 +170,7 @@ PINNED = {
         "optim.optimizer": "lars",
         "optim.batch_size": 4096,
         "optim.min_lr": 0.0048,
+        "optim.warmup_start_lr": 0.3,  # swav_800ep_pretrain.sh:46 --start_warmup
         "optim.weight_decay": 1e-6,
         "optim.epochs": 800,
         "policy": {**SIMCLR_POLICY, "local": (0.5, 0.0)},

@@ -58,7 +58,7 @@ def make_train_step(
     lr = peak_lr(cfg.optim)
     o = cfg.optim
     lr_s = S.with_unit(
-        S.warmup_cosine(lr, o.min_lr, o.warmup_epochs, convention=o.schedule_convention), o.schedule_unit
+        S.warmup_cosine(lr, o.min_lr, o.warmup_epochs, o.warmup_start_lr, o.schedule_convention), o.schedule_unit
     )
     wd_s = S.with_unit(S.cosine(o.weight_decay, o.weight_decay_end, o.schedule_convention), o.schedule_unit)
     scheds = method.schedules()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -107,6 +108,30 @@ def old_timm_names() -> Iterator[None]:
         del VisionTransformer.num_tokens  # type: ignore[attr-defined]
         if not had:
             sys.modules.pop("timm.models.layers.helpers", None)
+
+
+@contextlib.contextmanager
+def apex_larc_only() -> Iterator[None]:
+    """main_swav.py imports ``apex`` (built with CUDA extensions) for ``apex.parallel.LARC`` and for fp16 and
+    SyncBN, which fp32 on one process never reaches: an ``apex`` package holding only the checkout's own
+    ``apex/parallel/LARC.py`` (pure PyTorch)."""
+    spec = importlib.util.spec_from_file_location(
+        "apex.parallel.LARC",
+        str(references() / "apex" / "apex" / "parallel" / "LARC.py"),  # type: ignore[operator]
+    )
+    larc = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(larc)  # type: ignore[union-attr]
+    apex, parallel = types.ModuleType("apex"), types.ModuleType("apex.parallel")
+    apex.parallel, parallel.LARC = parallel, larc  # type: ignore[attr-defined]
+    names = {"apex": apex, "apex.parallel": parallel, "apex.parallel.LARC": larc}
+    saved = {k: sys.modules[k] for k in names if k in sys.modules}
+    sys.modules.update(names)
+    try:
+        yield
+    finally:
+        for k in names:
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
 
 
 class DDPShim(torch.nn.Module):

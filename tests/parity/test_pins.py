@@ -13,7 +13,7 @@ from ssl_bench.config import build_config
 from ssl_bench.engine.optim import LARS, make_optimizer
 from ssl_bench.engine.step import make_train_step
 from ssl_bench.engine.train import build_method, resolve
-from tests.parity import test_dino, test_moco, test_moco_v3
+from tests.parity import test_dino, test_moco, test_moco_v3, test_swav
 
 # facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
 # run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
@@ -148,3 +148,23 @@ def test_lars_update_trust_is_the_decayed_gradient_norm():
     opt = LARS([{"params": [w], "weight_decay": 1e-6}], lr=0.1, momentum=0.9, trust_coefficient=1e-3, trust="update")
     opt.step()
     assert torch.allclose(w.detach(), torch.full((4, 4), 0.5 - 0.1 * 1e-3 * 2.0 * 0.5 / 2.0), rtol=0, atol=1e-9)
+
+
+def test_swav_paper_projects_all_crops_together_and_adapts_every_parameter():
+    """src/resnet50.py:308-322: the backbone per crop size, the projector once over every crop (its
+    BatchNorm steps once a step, over global and local crops alike); LARC adapts and decays every
+    parameter (main_swav.py:171-177); the warm-up starts at --start_warmup with np.linspace's end points."""
+    cfg = resolve(build_config(test_swav.OVERRIDES))
+    assert cfg.method.head_on_all_crops and cfg.optim.decay_norm_and_bias
+    assert cfg.optim.schedule_convention == "linspace"
+    method = build_method(cfg)
+    opt = make_optimizer(cfg.optim, method)
+    assert all(g["regularize"] for g in opt.param_groups)
+    step_fn = make_train_step(cfg, method, opt, test_swav.SPE, torch.device("cpu"))
+    method.train()
+    lrs = [step_fn(test_swav.views(s), s, 0)[2] for s in range(test_swav.SPE)]
+    bn = method.projector.layers[1]
+    assert int(bn.num_batches_tracked) == test_swav.SPE
+    peak = cfg.optim.lr * test_swav.BATCH / 256
+    assert lrs[0] == pytest.approx(cfg.optim.warmup_start_lr) and lrs[-1] == pytest.approx(peak)
+    assert resolve(build_config(["method=swav", "preset=paper"])).optim.warmup_start_lr == 0.3

@@ -1,0 +1,192 @@
+"""SwAV ``preset=paper`` step for step beside facebookresearch/swav (main_swav.train with its Sinkhorn, the
+multi-crop ResNet with projection head and prototypes, apex's LARC around SGD, the np.linspace warm-up and
+cosine LR, the prototype freeze and normalisation)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_bench.config import build_config
+from ssl_bench.engine.optim import make_optimizer
+from ssl_bench.engine.step import make_train_step
+from ssl_bench.engine.train import build_method, resolve
+from tests.parity import harness as H
+
+# The recipe on ResNet-18 with the CIFAR stem, 2 global crops of 32 px and 2 local of 16 px, a 64-wide
+# projector to 32-d and 40 prototypes; LARC (eta 0.001, no clip) around SGD with momentum, every parameter
+# adapted and decayed, the warm-up from --start_warmup (scaled to this batch: 1/16 of the peak, as 0.3 of
+# 4.8) and the cosine to --final_lr, temperature 0.1, Sinkhorn 3 iterations at epsilon 0.05 on crops 0 and
+# 1, prototypes frozen for the first epoch. 3 epochs of 5 steps: the warm-up ends and the prototypes thaw
+# at step 5.
+BATCH, EPOCHS, SPE, HIDDEN, DIM, K = 16, 3, 5, 64, 32, 40
+OVERRIDES = [
+    "method=swav",
+    "preset=paper",
+    "backbone=resnet18",
+    "backbone.img_size=32",
+    "backbone.channels_last=false",  # the reference's contiguous convolutions (see test_moco_v3.py)
+    "data.global_size=32",
+    "data.local_size=16",
+    "data.n_local=2",
+    "method.n_local=2",
+    f"method.hidden_dim={HIDDEN}",
+    f"method.out_dim={DIM}",
+    f"method.n_prototypes={K}",
+    f"optim.batch_size={BATCH}",
+    f"optim.epochs={EPOCHS}",
+    "optim.warmup_epochs=1",
+    f"optim.warmup_start_lr={0.3 * BATCH / 256 / 16}",
+    "optim.min_lr=0.0003",
+    "device=cpu",
+    "threads=0",
+]
+# fp32 on the CPU: summation order alone, ~1e-7 relative in the loss. Bounded apart: the last BatchNorm of
+# each residual branch (zero-initialised, amplified by LARS: see test_moco_v3.py), and the reference's
+# projector bias before its BatchNorm, which the suite's projector (lightly's) does not have: it starts at 0
+# here and gets no gradient (the BatchNorm removes any shift), so it stays at rounding noise.
+LOSS_TOL, PARAM_TOL, APART_TOL = 1e-5, 1e-5, 3e-4
+APART = lambda k: (".bn2." in k and k.startswith("layer")) or k == "projection_head.0.bias"  # noqa: E731
+
+
+def views(step: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(4000 + step)
+    return [torch.randn(BATCH, 3, s, s, generator=g) for s in (32, 32, 16, 16)]
+
+
+def _ref_name(key: str) -> str | None:
+    """suite ``backbone.model.X`` / ``projector.layers.i`` / ``prototypes.heads.0`` -> the reference
+    ResNet's ``X`` / ``projection_head.i`` / ``prototypes``."""
+    if key.startswith("backbone.model."):
+        return key[len("backbone.model.") :]
+    if key.startswith("projector.layers."):
+        return "projection_head." + key[len("projector.layers.") :]
+    if key.startswith("prototypes.heads.0."):
+        return "prototypes." + key[len("prototypes.heads.0.") :]
+    return None
+
+
+def _clean(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k and not k.endswith("num_batches_tracked")}
+
+
+def suite_run():
+    cfg = resolve(build_config(OVERRIDES))
+    method = build_method(cfg)
+    init = {k: v.clone() for k, v in method.state_dict().items()}
+    opt = make_optimizer(cfg.optim, method)
+    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
+    method.train()
+    records = []
+    for step in range(EPOCHS * SPE):
+        out, _, lr, wd = step_fn(views(step), step, step // SPE)
+        state = _clean({_ref_name(k): v for k, v in method.state_dict().items() if _ref_name(k)})  # type: ignore[misc]
+        state["projection_head.0.bias"] = torch.zeros(HIDDEN)
+        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt)}
+        records.append(H.StepRecord(out["loss"].item(), vals, H.snapshot(state)))
+    return cfg, init, records
+
+
+def reference_net(resnet_mod) -> torch.nn.Module:
+    """The reference's multi-crop ResNet with BasicBlocks [2, 2, 2, 2] (ResNet-18) and the CIFAR stem the
+    suite's backbone uses: a 3x3/1 first convolution, no padding layer, no max-pool."""
+    net = resnet_mod.ResNet(
+        resnet_mod.BasicBlock, [2, 2, 2, 2], normalize=True, output_dim=DIM, hidden_mlp=HIDDEN, nmb_prototypes=K
+    )
+    net.padding = torch.nn.Identity()
+    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
+
+
+def reference_run(cfg, init):
+    m, o = cfg.method, cfg.optim
+    with H.apex_larc_only():
+        main_swav, resnet_mod, larc = H.import_reference("swav", "main_swav", "src.resnet50", "apex.parallel.LARC")
+    net = reference_net(resnet_mod)
+    src = {_ref_name(k): v for k, v in init.items() if _ref_name(k)}
+    src["projection_head.0.bias"] = torch.zeros(HIDDEN)
+    H.load_mapped(net, src, lambda k: k)  # type: ignore[arg-type]
+    model = H.DDPShim(net)
+    base_lr = o.lr * BATCH / 256
+    sgd = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, weight_decay=o.weight_decay)
+    optimizer = larc.LARC(optimizer=sgd, trust_coefficient=o.lars_eta, clip=False)  # main_swav.py:171-177
+    # main_swav.py:178-182, verbatim arithmetic of the reference's own arguments
+    warm = np.linspace(o.warmup_start_lr, base_lr, SPE * int(o.warmup_epochs))
+    iters = np.arange(SPE * (o.epochs - int(o.warmup_epochs)))
+    span = SPE * (o.epochs - int(o.warmup_epochs))
+    cosine = o.min_lr + 0.5 * (base_lr - o.min_lr) * (1 + np.cos(np.pi * iters / span))
+    lr_schedule = np.concatenate((warm, cosine))
+    main_swav.args = types.SimpleNamespace(
+        crops_for_assign=[0, 1],
+        nmb_crops=[2, 2],
+        temperature=m.temperature,
+        epsilon=m.sinkhorn_epsilon,
+        sinkhorn_iterations=m.sinkhorn_iterations,
+        world_size=1,
+        rank=0,
+        use_fp16=False,
+        freeze_prototypes_niters=int(m.freeze_prototypes_epochs * SPE),
+    )
+    meters: list = []
+
+    class Meter(main_swav.AverageMeter):  # train() keeps each step's loss in its third meter
+        def __init__(self):
+            super().__init__()
+            self.seen: list[float] = []
+            meters.append(self)
+
+        def update(self, val, n=1):
+            self.seen.append(float(val))
+            super().update(val, n)
+
+    records: list[H.StepRecord] = []
+
+    def record() -> None:
+        g = optimizer.param_groups[0]
+        vals = {"lr": g["lr"], "wd": g["weight_decay"], "wd_min": H.min_weight_decay(sgd)}
+        state = _clean(net.state_dict())
+        with torch.no_grad():  # the reference normalises the prototypes at the start of the next step
+            state["prototypes.weight"] = torch.nn.functional.normalize(state["prototypes.weight"], dim=1)
+        records.append(H.StepRecord(meters[-1].seen[-1], vals, H.snapshot(state)))
+
+    class Loader:
+        def __init__(self):
+            self.count = 0
+
+        def __len__(self):
+            return SPE
+
+        def __iter__(self):
+            for i in range(SPE):
+                if i:
+                    record()
+                yield views(self.count)
+                self.count += 1
+            record()
+
+    loader = Loader()
+    with H.cpu_single_process(), mock.patch.object(main_swav, "AverageMeter", Meter):
+        with contextlib.redirect_stdout(io.StringIO()):
+            for epoch in range(o.epochs):
+                main_swav.train(loader, model, optimizer, epoch, lr_schedule, None)
+    return records
+
+
+def run() -> H.Comparison:
+    cfg, init, ours = suite_run()
+    return H.compare("swav", ours, reference_run(cfg, init), LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
+
+
+@pytest.mark.skipif(H.skip_reason("swav") is not None, reason=str(H.skip_reason("swav")))
+@pytest.mark.skipif(H.skip_reason("apex") is not None, reason=str(H.skip_reason("apex")))
+def test_swav_paper_step_equals_the_reference():
+    c = run()
+    print(c.line())
+    assert not c.first_difference, c.line()
