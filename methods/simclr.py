@@ -30,6 +30,9 @@ class SimCLRConfig:
     # lightly's NT-Xent averages the two directions of a pair; the reference sums them
     # (simclr/objective.py ``loss = loss_a + loss_b``): "sum" doubles it, "mean" keeps the average
     loss_reduction: str = choice("sum", ["sum", "mean"])
+    # BatchNorm in the projector's hidden layer: the paper's (simclr tf2/model.py projection head, use_bn);
+    # solo-learn's CIFAR SimCLR (solo/methods/simclr.py:48-52) has none
+    projector_bn: bool = True
 
 
 class NTXent(nn.Module):
@@ -67,7 +70,9 @@ class SimCLR(Method):
         super().__init__(ViewSpec(2, cfg.n_local))
         self.cfg = cfg
         self.backbone = build_backbone(backbone_cfg)
-        self.projector = SimCLRProjectionHead(self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim)
+        self.projector = SimCLRProjectionHead(
+            self.backbone.embed_dim, cfg.hidden_dim, cfg.out_dim, batch_norm=cfg.projector_bn
+        )
         self.criterion = NTXent(cfg.temperature)
 
     def _embed(self, x: Tensor) -> Tensor:

@@ -59,6 +59,10 @@ class AugConfig:
     jitter_p: float = 0.8
     grey_p: float = 0.2
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    # tenth: a Gaussian kernel of ~10% of the crop (BYOL: 23 px at 224; 3 taps at 32 px, which truncates
+    # sigma 2 to 0.58 of its strength); pil: PIL's ImageFilter.GaussianBlur(radius=sigma), as the DINO, MoCo,
+    # SwAV and solo-learn transforms blur (the device path: a kernel of 2 ceil(3 sigma_max) + 1 taps)
+    blur_kernel: str = choice("tenth", ["tenth", "pil"])
     global1: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=1.0, solarize_p=0.0))
     global2: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.1, solarize_p=0.2))
     local: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.5, solarize_p=0.0))

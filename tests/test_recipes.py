@@ -195,6 +195,7 @@ PINNED = {
     },
     ("simclr", "cifar10"): {
         "backbone.name": "resnet18",
+        "method.projector_bn": False,  # solo/methods/simclr.py:48-52
         "method.temperature": 0.2,
         "method.out_dim": 256,
         "optim.optimizer": "lars",
@@ -286,6 +287,16 @@ def test_recipe_values_carry_a_source():
             text = method.joinpath(name).read_text()
             assert text.lstrip().startswith("#"), f"{method.name}/{name} does not say where it comes from"
             yaml.safe_load(text)
+
+
+def test_cifar10_recipes_scale_the_lr_as_solo_learn():
+    """solo/args/pretrain.py:153-154 scales optimizer.lr by batch x devices / 256: at the scripts' batch 256
+    the LR is as written, and it follows the batch when that changes."""
+    for method in ("simclr", "byol", "moco", "moco_v3", "swav", "dino"):
+        o = build_config([f"method={method}", "preset=cifar10"]).optim
+        assert peak_lr(o) == pytest.approx(o.lr)
+        o = build_config([f"method={method}", "preset=cifar10", "optim.batch_size=512"]).optim
+        assert peak_lr(o) == pytest.approx(2 * o.lr)
 
 
 def test_lr_scaling_rules():

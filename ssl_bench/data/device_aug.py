@@ -200,9 +200,16 @@ def gaussian_blur(x: Tensor, k: int, sigma: Tensor) -> Tensor:
 
 
 def apply_crops(
-    x: Tensor, p: CropParams, size: int, hue: bool = True, blur: bool = True, solarize: bool = True
+    x: Tensor,
+    p: CropParams,
+    size: int,
+    hue: bool = True,
+    blur: bool = True,
+    solarize: bool = True,
+    kernel: int | None = None,
 ) -> Tensor:
-    """(N, 3, H, W) float images in [0, 1] (one per crop) -> (N, 3, size, size) crops in [0, 1]."""
+    """(N, 3, H, W) float images in [0, 1] (one per crop) -> (N, 3, size, size) crops in [0, 1]; ``kernel``:
+    the blur's taps (default: :func:`~ssl_bench.data.multicrop.blur_kernel` of ``size``)."""
     n, _, height, width = x.shape
     top, left, h, w = p.box.unbind(1)
     # torchvision's crop box [left, left + w) x [top, top + h) resized to size x size (pixel centres,
@@ -215,7 +222,7 @@ def apply_crops(
     x = colour_jitter(x, p.factors, p.order, hue)
     x = torch.where(p.grey[:, None, None, None], _grey(x).expand_as(x), x)
     if blur:
-        blurred = gaussian_blur(x, blur_kernel(size), p.sigma.clamp(min=1e-3))
+        blurred = gaussian_blur(x, kernel or blur_kernel(size), p.sigma.clamp(min=1e-3))
         x = torch.where((p.sigma > 0)[:, None, None, None], blurred, x)
     if solarize:
         x = torch.where(p.solarize[:, None, None, None] & (x >= SOLARIZE_AT), 1.0 - x, x)
@@ -272,7 +279,15 @@ class DeviceMultiCrop(nn.Module):
             count * b, x.shape[2], x.shape[3], scale, a, blur_p.repeat_interleave(b), sol_p.repeat_interleave(b), g
         )
         src = x.expand(count, *x.shape).reshape(count * b, *x.shape[1:])  # crop k of image i at k * B + i
-        return apply_crops(src, p, size, hue=a.jitter[3] > 0, blur=self.blurs[kind], solarize=self.solarizes[kind])
+        return apply_crops(
+            src,
+            p,
+            size,
+            hue=a.jitter[3] > 0,
+            blur=self.blurs[kind],
+            solarize=self.solarizes[kind],
+            kernel=blur_kernel(size, a),
+        )
 
     def _floats(self, images: Tensor) -> Tensor:
         """The uint8 (B, 3, H, W) batch as floats in [0, 1]; anything else is refused."""

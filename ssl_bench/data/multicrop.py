@@ -9,11 +9,14 @@ policy object.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
+from PIL import ImageFilter
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as TF
 
 from ssl_bench.config import AugConfig, ViewAugConfig
 
@@ -25,9 +28,28 @@ class ViewSpec:
     n_local: int = 0
 
 
-def blur_kernel(size: int) -> int:
-    """~10% of the crop, odd (BYOL: 23 px at 224)."""
+def blur_kernel(size: int, aug: AugConfig | None = None) -> int:
+    """~10% of the crop, odd (BYOL: 23 px at 224); with ``aug.blur_kernel=pil`` wide enough for the largest
+    sigma (2 ceil(3 sigma) + 1 taps, reflect padding below the crop size), as PIL's blur has no cut-off."""
+    if aug is not None and aug.blur_kernel == "pil":
+        return min(2 * math.ceil(3 * max(aug.blur_sigma)) + 1, 2 * size - 1)
     return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+class PILGaussianBlur(torch.nn.Module):
+    """PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` with sigma ~ U(lo, hi) drawn from torch's generator
+    (the loader seeds it per sample), the blur of DINO ``utils.GaussianBlur``, MoCo ``loader.GaussianBlur``,
+    SwAV ``PILRandomGaussianBlur`` and solo-learn ``GaussianBlur``."""
+
+    def __init__(self, sigma: Sequence[float]) -> None:
+        super().__init__()
+        self.lo, self.hi = float(sigma[0]), float(sigma[1])
+
+    def forward(self, img):
+        radius = self.lo + (self.hi - self.lo) * torch.rand(()).item()
+        if isinstance(img, torch.Tensor):
+            return TF.pil_to_tensor(TF.to_pil_image(img).filter(ImageFilter.GaussianBlur(radius=radius)))
+        return img.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,12 @@ def crop_policy(d) -> CropPolicy:
                       tuple(d.local_scale), d.aug, d.blur, d.solarize)
 
 
-def _blur(size: int, p: float, sigma: Sequence[float]) -> T.Transform:
+def _blur(size: int, p: float, aug: AugConfig) -> T.Transform:
     if p <= 0:
         return T.Identity()
-    return T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=tuple(sigma))], p=p)
+    if aug.blur_kernel == "pil":
+        return T.RandomApply([PILGaussianBlur(aug.blur_sigma)], p=p)
+    return T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=tuple(aug.blur_sigma))], p=p)
 
 
 class MultiCropTransform:
@@ -97,7 +121,7 @@ class MultiCropTransform:
             v = policy.view(kind)
             sol = [T.RandomSolarize(threshold=128, p=v.solarize_p)] if v.solarize_p > 0 else []
             rrc = T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
-            return T.Compose([rrc, *flip_jitter, _blur(size, v.blur_p, a.blur_sigma), *sol, *finish])
+            return T.Compose([rrc, *flip_jitter, _blur(size, v.blur_p, a), *sol, *finish])
 
         self.global1 = view("global1")
         self.global2 = view("global2")

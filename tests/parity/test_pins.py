@@ -168,3 +168,12 @@ def test_swav_paper_projects_all_crops_together_and_adapts_every_parameter():
     peak = cfg.optim.lr * test_swav.BATCH / 256
     assert lrs[0] == pytest.approx(cfg.optim.warmup_start_lr) and lrs[-1] == pytest.approx(peak)
     assert resolve(build_config(["method=swav", "preset=paper"])).optim.warmup_start_lr == 0.3
+
+
+def test_simclr_cifar10_projector_has_no_batchnorm_as_solo_learn():
+    """solo/methods/simclr.py:48-52: Linear, ReLU, Linear; the paper recipe keeps the BN projector."""
+    small = ["backbone.img_size=32", "method.hidden_dim=16", "method.out_dim=8"]
+    solo = build_method(resolve(build_config(["method=simclr", "preset=cifar10", *small])))
+    paper = build_method(resolve(build_config(["method=simclr", "preset=paper", "backbone=resnet18", *small])))
+    has_bn = lambda m: any(isinstance(x, torch.nn.BatchNorm1d) for x in m.projector.modules())  # noqa: E731
+    assert not has_bn(solo) and has_bn(paper)
