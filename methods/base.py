@@ -47,6 +47,14 @@ class Method(nn.Module):
         """The engine sets the crops the data layer will deliver (``data.n_local`` overrides the default)."""
         self._view_spec = spec
 
+    def forward_views(self, fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+        """``fn`` over the crops: one pass per run of same-size crops (:func:`multicrop_forward`), or one per
+        crop with ``method.bn_per_view`` (each view's own BatchNorm statistics, as moco-v3's builder and
+        solo-learn's training_step forward them)."""
+        if getattr(getattr(self, "cfg", None), "bn_per_view", False):
+            return [fn(v) for v in views]
+        return multicrop_forward(fn, views)
+
     def configure_schedules(self, convention: str) -> None:
         """The engine sets ``optim.schedule_convention``; ``schedules()`` builds with it."""
         self.schedule_convention = convention

@@ -18,7 +18,6 @@ from ssl_bench.methods.base import (
     Method,
     StepState,
     make_target,
-    multicrop_forward,
     target_backbone_config,
 )
 from ssl_bench.registry import register_method
@@ -36,6 +35,9 @@ class BYOLConfig:
     momentum: float = 0.996
     momentum_end: float = 1.0  # cosine end point; below 1 keeps a short run's target tracking the online net
     n_local: int = 0
+    # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
+    # forwards them; false: the crops of one size as one batch
+    bn_per_view: bool = False
     # factor on the scheduled LR for the predictor (1 in the paper; SimSiam, Chen & He 2021, found a
     # predictor that adapts faster than the encoder helps; a lever for short schedules)
     predictor_lr_mult: float = 1.0
@@ -70,9 +72,9 @@ class BYOL(Method):
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_g = self.view_spec().n_global
-        p = multicrop_forward(lambda x: self.predictor(self.online(x)), views)
+        p = self.forward_views(lambda x: self.predictor(self.online(x)), views)
         with torch.no_grad():
-            z = multicrop_forward(self.target, views[:n_g])
+            z = self.forward_views(self.target, views[:n_g])
         pairs = [(v, g) for v in range(len(p)) for g in range(n_g) if v != g]
         # lightly's NegativeCosineSimilarity is -cos; BYOL's 2 - 2cos differs by an affine map. The
         # reference sums the two directions (BYOL §3.1, loss_theta + loss_tilde); "mean" averages them.

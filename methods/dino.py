@@ -23,7 +23,6 @@ from ssl_bench.methods.base import (
     Method,
     StepState,
     make_target,
-    multicrop_forward,
     target_backbone_config,
 )
 from ssl_bench.registry import register_method
@@ -59,6 +58,9 @@ class DINOConfig:
     teacher_temp_unit: str = choice("step", ["step", "epoch"])
     freeze_last_layer: int = 1
     n_local: int = 8
+    # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
+    # forwards them; false: the crops of one size as one batch
+    bn_per_view: bool = False
 
     def check(self) -> None:
         for key in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
@@ -129,8 +131,8 @@ class DINO(Method):
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_global = self.view_spec().n_global
         with torch.no_grad():
-            teacher_out = multicrop_forward(self.teacher, views[:n_global])
-        student_out = multicrop_forward(self.student, views)
+            teacher_out = self.forward_views(self.teacher, views[:n_global])
+        student_out = self.forward_views(self.student, views)
         temp = state.values["teacher_temp"]
         center = self.criterion.center.detach().clone()
         loss = self.criterion(teacher_out, student_out, teacher_temp=temp)

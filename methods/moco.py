@@ -30,7 +30,6 @@ from ssl_bench.methods.base import (
     StepState,
     has_batchnorm,
     make_target,
-    multicrop_forward,
     ring_enqueue,
     target_backbone_config,
 )
@@ -76,8 +75,8 @@ class MoCoConfig:
     # v3: the predictor's last BatchNorm1d(affine=False); None: as builder.py:122/109 builds it, with it
     # for ViTs and without for ResNets
     predictor_last_bn: Optional[bool] = None
-    # v3: each view through the networks on its own (builder.py forward: BatchNorm statistics per view)
-    # instead of the views of one size as one batch
+    # each view through the networks on its own (v3 builder.py forward, solo-learn's training_step: BatchNorm
+    # statistics per view) instead of the views of one size as one batch
     bn_per_view: bool = False
     # after_step: the engine's EMA after each optimizer step with that step's momentum; before_forward:
     # builder.py forward updates the key encoder at the start of a step with that step's momentum, which
@@ -254,9 +253,9 @@ class MoCo(Method):
             with torch.no_grad():
                 k = [self._forward_groups(self.key, v, shuffle=True) for v in k_views]
         else:
-            q = multicrop_forward(self._q, q_views)
+            q = self.forward_views(self._q, q_views)
             with torch.no_grad():
-                k = multicrop_forward(self.key, k_views)
+                k = self.forward_views(self.key, k_views)
         if self.cfg.symmetric:  # MoCo V2+: q1 against k2 and queue 1, q2 against k1 and queue 0
             loss = (self._contrast_v2(q[0], k[1], self.queue[1]) + self._contrast_v2(q[1], k[0], self.queue[0])) / 2
             self._enqueue(torch.stack(k))
@@ -267,14 +266,9 @@ class MoCo(Method):
 
     def _v3(self, views: list[Tensor]) -> Tensor:
         n_g = self.view_spec().n_global
-        if self.cfg.bn_per_view:
-            q = [self._q(v) for v in views]
-            with torch.no_grad():
-                k = [self.key(v) for v in views[:n_g]]
-        else:
-            q = multicrop_forward(self._q, views)
-            with torch.no_grad():
-                k = multicrop_forward(self.key, views[:n_g])
+        q = self.forward_views(self._q, views)
+        with torch.no_grad():
+            k = self.forward_views(self.key, views[:n_g])
         pairs = [(v, g) for v in range(len(q)) for g in range(n_g) if v != g]
         loss = functools.reduce(operator.add, (self._contrast_v3(q[v], k[g]) for v, g in pairs))  # sum's order
         return loss / len(pairs) if self.cfg.loss_reduction == "mean" else loss

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, choice
 from ssl_bench.data.multicrop import ViewSpec
-from ssl_bench.methods.base import Method, StepState, multicrop_forward
+from ssl_bench.methods.base import Method, StepState
 from ssl_bench.registry import register_method
 
 
@@ -27,6 +27,9 @@ class SimCLRConfig:
     out_dim: int = 128
     temperature: float = 0.5
     n_local: int = 0
+    # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
+    # forwards them; false: the crops of one size as one batch
+    bn_per_view: bool = False
     # lightly's NT-Xent averages the two directions of a pair; the reference sums them
     # (simclr/objective.py ``loss = loss_a + loss_b``): "sum" doubles it, "mean" keeps the average
     loss_reduction: str = choice("sum", ["sum", "mean"])
@@ -79,7 +82,7 @@ class SimCLR(Method):
         return self.projector(self.backbone(x))
 
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
-        z = multicrop_forward(self._embed, views)
+        z = self.forward_views(self._embed, views)
         n_g = self.view_spec().n_global
         # global pairs, then each local crop as a positive for each global crop
         pairs = [(i, j) for i in range(n_g) for j in range(i + 1, n_g)]

@@ -15,7 +15,7 @@ from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.base import Method, StepState, multicrop_forward, ring_enqueue
+from ssl_bench.methods.base import Method, StepState, ring_enqueue
 from ssl_bench.registry import register_method
 
 
@@ -40,6 +40,9 @@ class SwAVConfig:
     sinkhorn_epsilon: float = 0.05
     freeze_prototypes_epochs: float = 1.0  # fractions allowed: short schedules freeze for a part of epoch 1
     n_local: int = 6
+    # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
+    # forwards them; false: the crops of one size as one batch
+    bn_per_view: bool = False
     queue_size: int = 0  # 0: no queue
     queue_start_epoch: int = 15
     # factor on the scheduled LR for the prototypes (1 in the paper). A short-schedule lever: AdamW moves
@@ -90,10 +93,10 @@ class SwAV(Method):
     def training_step(self, views: list[Tensor], state: StepState) -> dict[str, Tensor]:
         n_g = self.view_spec().n_global
         if self.cfg.head_on_all_crops:
-            feats = torch.cat(multicrop_forward(self.backbone, views))
+            feats = torch.cat(self.forward_views(self.backbone, views))
             z = list(F.normalize(self.projector(feats), dim=1).chunk(len(views)))
         else:
-            z = multicrop_forward(self._embed, views)
+            z = self.forward_views(self._embed, views)
         scores = [self.prototypes(x) for x in z]
         queue_scores = None
         if self.cfg.queue_size > 0:

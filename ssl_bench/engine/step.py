@@ -7,7 +7,7 @@ import torch
 
 from ssl_bench import dist as D
 from ssl_bench import schedules as S
-from ssl_bench.config import RunConfig
+from ssl_bench.config import OptimConfig, RunConfig
 from ssl_bench.data.datasets import normalize_batch
 from ssl_bench.data.device_aug import DeviceMultiCrop
 from ssl_bench.data.loader import mix_seeds
@@ -41,6 +41,14 @@ def device_augmenter(cfg: RunConfig, mean_std: tuple | None, dev: torch.device):
     return DeviceMultiCrop(crop_policy(cfg.data), *mean_std).to(dev)
 
 
+def optim_schedules(o: OptimConfig) -> tuple[S.Schedule, S.Schedule]:
+    """The LR and weight-decay schedules of ``optim``: warm-up + cosine from the peak LR, cosine weight
+    decay, in the recipe's convention and unit."""
+    lr = S.warmup_cosine(peak_lr(o), o.min_lr, o.warmup_epochs, o.warmup_start_lr, o.schedule_convention)
+    wd = S.cosine(o.weight_decay, o.weight_decay_end, o.schedule_convention)
+    return S.with_unit(lr, o.schedule_unit), S.with_unit(wd, o.schedule_unit)
+
+
 def make_train_step(
     cfg: RunConfig,
     method: Method,
@@ -55,12 +63,7 @@ def make_train_step(
     uint8 views (``data.normalize_on_device``) are normalised on ``dev`` with ``mean_std``; with
     ``data.augment=device`` the views arrive as one uint8 image batch and every crop is drawn here."""
     total = spe * cfg.optim.epochs
-    lr = peak_lr(cfg.optim)
-    o = cfg.optim
-    lr_s = S.with_unit(
-        S.warmup_cosine(lr, o.min_lr, o.warmup_epochs, o.warmup_start_lr, o.schedule_convention), o.schedule_unit
-    )
-    wd_s = S.with_unit(S.cosine(o.weight_decay, o.weight_decay_end, o.schedule_convention), o.schedule_unit)
+    lr_s, wd_s = optim_schedules(cfg.optim)
     scheds = method.schedules()
     params = [p for p in method.parameters() if p.requires_grad]
     pairs = [(list(o.parameters()), list(t.parameters())) for o, t in method.ema_pairs()]

@@ -134,6 +134,26 @@ def apex_larc_only() -> Iterator[None]:
         sys.modules.update(saved)
 
 
+@contextlib.contextmanager
+def lightning_alias() -> Iterator[None]:
+    """solo-learn imports ``lightning.pytorch``; the ``pytorch_lightning`` package lightly brings is the same
+    code under its older name."""
+    import pytorch_lightning
+
+    pkg = types.ModuleType("lightning")
+    pkg.pytorch = pytorch_lightning  # type: ignore[attr-defined]
+    names = {"lightning": pkg, "lightning.pytorch": pytorch_lightning}
+    saved = {k: sys.modules[k] for k in names if k in sys.modules}
+    for k, v in names.items():
+        sys.modules.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k in names:
+            if k not in saved:
+                sys.modules.pop(k, None)
+
+
 class DDPShim(torch.nn.Module):
     """What the references reach through DistributedDataParallel: ``.module`` and the forward."""
 

@@ -11,9 +11,9 @@ from ssl_bench import schedules as S
 from ssl_bench.backbones import TimmViT, ViTTinyConfig
 from ssl_bench.config import build_config
 from ssl_bench.engine.optim import LARS, make_optimizer
-from ssl_bench.engine.step import make_train_step
+from ssl_bench.engine.step import make_train_step, optim_schedules
 from ssl_bench.engine.train import build_method, resolve
-from tests.parity import test_dino, test_moco, test_moco_v3, test_swav
+from tests.parity import test_dino, test_moco, test_moco_v3, test_solo_learn, test_swav
 
 # facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
 # run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
@@ -177,3 +177,22 @@ def test_simclr_cifar10_projector_has_no_batchnorm_as_solo_learn():
     paper = build_method(resolve(build_config(["method=simclr", "preset=paper", "backbone=resnet18", *small])))
     has_bn = lambda m: any(isinstance(x, torch.nn.BatchNorm1d) for x in m.projector.modules())  # noqa: E731
     assert not has_bn(solo) and has_bn(paper)
+
+
+# solo/utils/lr_scheduler.py LinearWarmupCosineAnnealingLR for tests/parity/test_solo_learn.py's SimCLR run
+# (lr 0.4 at batch 16, 1 warm-up epoch of 5 steps, 15 steps, warmup_start_lr 3e-5): the scheduler's own values
+SOLO_SIMCLR_LR = {0: 3e-05, 1: 0.0062725, 4: 0.025, 5: 0.025, 6: 0.02438820645, 10: 0.0125, 14: 0.0006117935463}
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "moco", "moco_v3", "swav", "dino"])
+def test_cifar10_recipes_step_and_forward_as_solo_learn(method):
+    """solo-learn's training_step forwards each crop on its own; its scheduler and momentum updater step
+    with np.linspace-like end points from warmup_start_lr 3e-5."""
+    cfg = resolve(build_config([f"method={method}", "preset=cifar10"]))
+    assert cfg.method.bn_per_view and cfg.optim.schedule_convention == "linspace"
+    assert cfg.optim.warmup_start_lr == 3e-5 and cfg.optim.lr_scaling == "linear"
+    if method == "simclr":
+        o = resolve(build_config(["method=simclr", "preset=cifar10", *test_solo_learn.TINY])).optim
+        lr_s, _ = optim_schedules(o)
+        for step, want in SOLO_SIMCLR_LR.items():
+            assert lr_s(step, 5, 15) == pytest.approx(want, rel=1e-9), step
