@@ -10,6 +10,8 @@ method whose checkout is missing is a one-line error. Exits 1 when any method is
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ROOT  # noqa: E402
 from csvout import write_csv  # noqa: E402
 
+from ssl_bench.atomic import write_text  # noqa: E402
 from tests.parity import harness as H  # noqa: E402
 
 # method -> (reference folder, [(label, callable returning a Comparison)])
@@ -39,8 +42,6 @@ NOT_YET = {"simclr": "solo-learn", "byol": "solo-learn"}
 
 
 def _mod(name: str):
-    import importlib
-
     return importlib.import_module(f"tests.parity.{name}")
 
 
@@ -91,10 +92,6 @@ def main() -> int:
 
 
 def _write_md(commit: str) -> None:
-    import csv
-
-    from ssl_bench.atomic import write_text
-
     with (ROOT / "results" / "parity.csv").open() as f:
         rows = list(csv.DictReader(f))
     lines = [

@@ -63,6 +63,9 @@ class AugConfig:
     # sigma 2 to 0.58 of its strength); pil: PIL's ImageFilter.GaussianBlur(radius=sigma), as the DINO, MoCo,
     # SwAV and solo-learn transforms blur (the device path: a kernel of 2 ceil(3 sigma_max) + 1 taps)
     blur_kernel: str = choice("tenth", ["tenth", "pil"])
+    # the random resized crop's resampling: bicubic (DINO, solo-learn) or bilinear (torchvision's default,
+    # which MoCo v2, MoCo v3 and SwAV keep)
+    interpolation: str = choice("bicubic", ["bicubic", "bilinear"])
     global1: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=1.0, solarize_p=0.0))
     global2: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.1, solarize_p=0.2))
     local: ViewAugConfig = field(default_factory=lambda: ViewAugConfig(blur_p=0.5, solarize_p=0.0))

@@ -207,6 +207,7 @@ def apply_crops(
     blur: bool = True,
     solarize: bool = True,
     kernel: int | None = None,
+    interpolation: str = "bicubic",
 ) -> Tensor:
     """(N, 3, H, W) float images in [0, 1] (one per crop) -> (N, 3, size, size) crops in [0, 1]; ``kernel``:
     the blur's taps (default: :func:`~ssl_bench.data.multicrop.blur_kernel` of ``size``)."""
@@ -218,7 +219,7 @@ def apply_crops(
     zero = torch.zeros_like(sx)
     theta = torch.stack([sx, zero, (2 * left + w) / width - 1, zero, h / height, (2 * top + h) / height - 1], 1)
     grid = F.affine_grid(theta.view(n, 2, 3), [n, 3, size, size], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
+    x = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
     x = colour_jitter(x, p.factors, p.order, hue)
     x = torch.where(p.grey[:, None, None, None], _grey(x).expand_as(x), x)
     if blur:
@@ -287,6 +288,7 @@ class DeviceMultiCrop(nn.Module):
             blur=self.blurs[kind],
             solarize=self.solarizes[kind],
             kernel=blur_kernel(size, a),
+            interpolation=a.interpolation,
         )
 
     def _floats(self, images: Tensor) -> Tensor:

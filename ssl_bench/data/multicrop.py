@@ -114,13 +114,13 @@ class MultiCropTransform:
         ]
         # normalize=False: uint8 crops; the engine converts and normalises them on the device
         finish = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)] if normalize else [T.ToImage()]
-        bicubic = T.InterpolationMode.BICUBIC
+        resample = T.InterpolationMode.BICUBIC if a.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
 
         def view(kind: str) -> T.Compose:
             size, scale = policy.size_scale(kind)
             v = policy.view(kind)
             sol = [T.RandomSolarize(threshold=128, p=v.solarize_p)] if v.solarize_p > 0 else []
-            rrc = T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic, antialias=True)
+            rrc = T.RandomResizedCrop(size, scale=tuple(scale), interpolation=resample, antialias=True)
             return T.Compose([rrc, *flip_jitter, _blur(size, v.blur_p, a), *sol, *finish])
 
         self.global1 = view("global1")

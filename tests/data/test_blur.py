@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from ssl_bench.config import AugConfig
+from ssl_bench.config import AugConfig, build_config
 from ssl_bench.data.device_aug import gaussian_blur
 from ssl_bench.data.multicrop import PILGaussianBlur, blur_kernel
 
@@ -52,8 +52,6 @@ def test_loader_blur_is_pils_with_a_seeded_radius():
 
 
 def test_recipes_whose_references_blur_with_pil_say_so():
-    from ssl_bench.config import build_config
-
     for method, preset in [
         ("dino", "paper"),
         ("moco", "paper"),

@@ -63,3 +63,50 @@ def test_dino_paper_crops_equal_the_references():
                 assert a.shape == b.shape, (seed, i)
                 diff = (a - b).abs().max().item()
                 assert diff < 1e-5, f"seed {seed}, crop {i}: differs by {diff:.3g}"
+
+
+def _swav_script_args() -> dict[str, list[str]]:
+    """The flags of swav's scripts/swav_800ep_pretrain.sh (``--name v1 v2 ...`` lines)."""
+    text = (H.references() / "swav" / "scripts" / "swav_800ep_pretrain.sh").read_text()  # type: ignore[operator]
+    flags: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.strip().rstrip("\\").split()
+        if parts and parts[0].startswith("--"):
+            flags[parts[0][2:]] = parts[1:]
+    return flags
+
+
+@pytest.mark.skipif(H.skip_reason("swav") is not None, reason=str(H.skip_reason("swav")))
+def test_swav_paper_crops_equal_the_references(tmp_path):
+    """2 crops at 224 and 6 at 96 of src/multicropdataset.py MultiCropDataset with the 800-epoch script's
+    arguments, for 12 seeds: equal to the loader's. Shims: its blur draws from NumPy's and Python's
+    generators (both read torch's here). Normalisation: SwAV's code divides red by 0.228 where ImageNet's
+    statistic (the suite's for imagefolder data) is 0.229, a property of the data statistics rather than of
+    the augmentation, so the suite's transform is given SwAV's mean and std here."""
+    with H.apex_larc_only():
+        (mcd,) = H.import_reference("swav", "src.multicropdataset")
+    (tmp_path / "a").mkdir()
+    _image().save(tmp_path / "a" / "0.png")
+    f = _swav_script_args()
+    ref = mcd.MultiCropDataset(
+        str(tmp_path),
+        [int(v) for v in f["size_crops"]],
+        [int(v) for v in f["nmb_crops"]],
+        [float(v) for v in f["min_scale_crops"]],
+        [float(v) for v in f["max_scale_crops"]],
+    )
+    cfg = resolve(build_config(["method=swav", "preset=paper"]))
+    ours = MultiCropTransform(crop_policy(cfg.data), (0.485, 0.456, 0.406), (0.228, 0.224, 0.225))
+    img = ref.loader(str(tmp_path / "a" / "0.png"))
+    fake_np = types.SimpleNamespace(random=types.SimpleNamespace(rand=lambda: torch.rand(1).item()))
+    fake_random = types.SimpleNamespace(uniform=lambda a, b: a + (b - a) * torch.rand(()).item())
+    with mock.patch.object(mcd, "np", fake_np), mock.patch.object(mcd, "random", fake_random):
+        for seed in range(12):
+            torch.manual_seed(seed)
+            want = ref[0]
+            torch.manual_seed(seed)
+            got = ours(img)
+            assert len(got) == len(want) == 8
+            for i, (a, b) in enumerate(zip(got, want)):
+                diff = (a - b).abs().max().item()
+                assert diff < 1e-5, f"seed {seed}, crop {i}: differs by {diff:.3g}"

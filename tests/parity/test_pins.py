@@ -10,6 +10,8 @@ import torch
 from ssl_bench import schedules as S
 from ssl_bench.backbones import TimmViT, ViTTinyConfig
 from ssl_bench.config import build_config
+from ssl_bench.data.device_aug import DeviceMultiCrop
+from ssl_bench.data.multicrop import crop_policy
 from ssl_bench.engine.optim import LARS, make_optimizer
 from ssl_bench.engine.step import make_train_step, optim_schedules
 from ssl_bench.engine.train import build_method, resolve
@@ -196,3 +198,35 @@ def test_cifar10_recipes_step_and_forward_as_solo_learn(method):
         lr_s, _ = optim_schedules(o)
         for step, want in SOLO_SIMCLR_LR.items():
             assert lr_s(step, 5, 15) == pytest.approx(want, rel=1e-9), step
+
+
+def test_paper_crops_resample_as_their_references():
+    """torchvision's RandomResizedCrop default (bilinear) in MoCo v2 / v3 and SwAV, bicubic in DINO; both
+    crop paths follow data.aug.interpolation."""
+    want = {
+        ("moco", "paper"): "bilinear",
+        ("moco_v3", "paper"): "bilinear",
+        ("moco_v3", "paper-resnet50"): "bilinear",
+        ("swav", "paper"): "bilinear",
+        ("dino", "paper"): "bicubic",
+        ("simclr", "cifar10"): "bicubic",
+    }
+    for (method, preset), mode in want.items():
+        assert build_config([f"method={method}", f"preset={preset}"]).data.aug.interpolation == mode
+    x = (torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    outs = []
+    for mode in ("bicubic", "bilinear"):
+        cfg = resolve(
+            build_config(
+                [
+                    "method=swav",
+                    "preset=paper",
+                    "data.global_size=32",
+                    "data.local_size=16",
+                    f"data.aug.interpolation={mode}",
+                    "data.n_local=0",
+                ]
+            )
+        )
+        outs.append(DeviceMultiCrop(crop_policy(cfg.data), (0.5,) * 3, (0.25,) * 3)(x, 3))
+    assert all(a.shape == b.shape for a, b in zip(*outs)) and not torch.allclose(outs[0][0], outs[1][0])
