@@ -77,8 +77,16 @@ class ResNetConfig(BackboneConfig):
 
     img_size: int = 32
     cifar_stem: bool = True
+    # the CIFAR stem's padding: 1 keeps 32 px at 32 px (SimCLR App. B.9); solo-learn's is 2
+    # (solo/methods/base.py:200-202 Conv2d(3, 64, kernel_size=3, stride=1, padding=2): 34 x 34 maps)
+    stem_padding: int = 1
     zero_init_residual: bool = True
     channels_last: bool = True  # NHWC weights and inputs (oneDNN / cuDNN fast path); same numbers
+
+    def check(self) -> None:
+        super().check()
+        if self.stem_padding not in (0, 1, 2, 3):
+            raise ConfigError(f"bad value for 'backbone.stem_padding': {self.stem_padding}; valid: 0, 1, 2 or 3")
 
 
 class TimmViT(Backbone):
@@ -161,11 +169,12 @@ class TimmResNet(Backbone):
     def __init__(self, arch: str, cfg: ResNetConfig) -> None:
         super().__init__()
         self.arch, self.create_kwargs, self.cifar_stem = arch, dict(num_classes=0), cfg.cifar_stem
+        self.stem_padding = cfg.stem_padding
         self.model = timm.create_model(
             arch, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
         )
         if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
-            self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=cfg.stem_padding, bias=False)
             self.model.maxpool = nn.Identity()
         self.embed_dim = self.model.num_features
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssl_bench.backbones import build_backbone
+from ssl_bench.backbones import ResNetConfig, build_backbone
 from ssl_bench.config import build_config
 
 
@@ -59,3 +59,13 @@ def test_vit_heads_follow_the_config_and_moco_v3_s_vit_s_has_12():
     assert bb.last_attention(torch.randn(1, 3, 32, 32)).shape == (1, 12, 5, 5)
     with pytest.raises(ConfigError, match=r"'backbone.num_heads': 7; valid: a divisor of .* width 384"):
         _bb("backbone=vit_small", "backbone.depth=1", "backbone.num_heads=7")
+
+
+def test_cifar_stem_padding_as_solo_learn():
+    """backbone.stem_padding=2 is solo-learn's CIFAR stem (Conv2d(3, 64, 3, 1, padding=2)): 34 x 34 maps
+    after it, 5 x 5 after the last stage (4 x 4 with the default padding 1)."""
+    x = torch.randn(2, 3, 32, 32)
+    solo = build_backbone(ResNetConfig(name="resnet18", stem_padding=2))
+    plain = build_backbone(ResNetConfig(name="resnet18"))
+    assert solo.model.conv1.padding == (2, 2) and solo.stem_padding == 2
+    assert solo.patch_features(x).shape[1:3] == (5, 5) and plain.patch_features(x).shape[1:3] == (4, 4)

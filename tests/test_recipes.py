@@ -195,6 +195,7 @@ PINNED = {
     },
     ("simclr", "cifar10"): {
         "backbone.name": "resnet18",
+        "backbone.stem_padding": 2,  # solo/methods/base.py:200-202
         "method.projector_bn": False,  # solo/methods/simclr.py:48-52
         "method.temperature": 0.2,
         "method.out_dim": 256,

@@ -41,8 +41,8 @@ _WRAPPERS = ("state_dict", "model", "teacher", "backbone")  # where released che
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
-def _cifar_stem(model: nn.Module) -> None:
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+def _cifar_stem(model: nn.Module, padding: int = 1) -> None:
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=padding, bias=False)
     model.maxpool = nn.Identity()
 
 
@@ -75,6 +75,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
         "format": fmt,
         "arch": enc.arch,
         "cifar_stem": bool(enc.cifar_stem),
+        "stem_padding": int(getattr(enc, "stem_padding", 1)),
         "embed_dim": enc.embed_dim,
         "run": run.run_id,
         "method": cfg.method.name,
@@ -93,7 +94,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
         }
     if enc.cifar_stem:
         meta["then_cifar_stem"] = (
-            "model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = torch.nn.Identity()"
+            f"model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, {meta['stem_padding']}, bias=False); "
+            "model.maxpool = torch.nn.Identity()"
         )
     paths = [out, out.with_suffix(".safetensors"), out.with_suffix(".json")]
     save_torch(paths[0], state)
@@ -117,7 +119,7 @@ def build_exported(path: str | Path) -> nn.Module:
         model = getattr(torchvision.models, meta["arch"])(weights=None)
         model.fc = nn.Identity()
     if meta.get("cifar_stem"):
-        _cifar_stem(model)
+        _cifar_stem(model, int(meta.get("stem_padding", 1)))
     model.load_state_dict(read_weights(path))
     return model
 

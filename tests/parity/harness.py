@@ -165,9 +165,16 @@ class DDPShim(torch.nn.Module):
         return self.module(*args, **kwargs)
 
 
-def load_mapped(dst: torch.nn.Module, src: dict[str, torch.Tensor], name_map: Callable[[str], str | None]) -> None:
+def load_mapped(
+    dst: torch.nn.Module,
+    src: dict[str, torch.Tensor],
+    name_map: Callable[[str], str | None],
+    not_ours: tuple[str, ...] = (),
+) -> None:
     """Copy the suite's tensors ``src`` into the reference module ``dst`` through ``name_map`` (suite
-    name -> reference name, None: not in the reference); every tensor of ``dst`` must be written."""
+    name -> reference name, None: not in the reference); every tensor of ``dst`` must be written except
+    those under the prefixes ``not_ours`` (parts of the reference with no counterpart in the method, such
+    as solo-learn's online linear classifier, which trains on detached features)."""
     want = dst.state_dict()
     written = set()
     with torch.no_grad():
@@ -181,7 +188,9 @@ def load_mapped(dst: torch.nn.Module, src: dict[str, torch.Tensor], name_map: Ca
                 raise ValueError(f"{key!r} -> {ref!r}: shape {tuple(value.shape)} vs {tuple(want[ref].shape)}")
             want[ref].copy_(value)
             written.add(ref)
-    missing = [k for k in want if k not in written and not k.endswith("num_batches_tracked")]
+    missing = [
+        k for k in want if k not in written and not k.endswith("num_batches_tracked") and not k.startswith(not_ours)
+    ]
     if missing:
         raise KeyError(f"reference tensors the name map never wrote: {missing[:5]}")
 
