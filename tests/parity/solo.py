@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from typing import Callable
 from unittest import mock
 
@@ -105,12 +106,15 @@ def fit(
         callbacks=[Record()],
         precision=32,
     )
-    quiet = logging.getLogger("pytorch_lightning")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
-        with mock.patch.object(mod, attr, keep), contextlib.redirect_stdout(io.StringIO()):
+        with mock.patch.object(mod, attr, keep), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on SLURM, loggers and data loaders
             trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Steps(), batch_size=None))
     finally:
-        quiet.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     return lrs
