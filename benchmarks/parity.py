@@ -30,6 +30,7 @@ RUNS = {
     "swav": ("swav", [("swav", lambda: _mod("test_swav").run())]),
     "simclr": ("solo-learn", [("simclr (cifar10)", lambda: _mod("test_simclr").run())]),
     "byol": ("solo-learn", [("byol (cifar10)", lambda: _mod("test_byol").run())]),
+    "moco_v2_plus": ("solo-learn", [("moco v2+ (cifar10)", lambda: _mod("test_moco_solo").run())]),
     "moco_v3": (
         "moco-v3",
         [
@@ -112,9 +113,10 @@ def _write_md(commit: str) -> None:
         "Largest differences over all steps, the suite against the reference run from the same initial weights on",
         "the same views: the loss (relative), every parameter and buffer (absolute; relative to the largest entry",
         "above 1), the tensors each test bounds apart with its reason (no gradient in either code, or",
-        "rounding-sensitive), and LR / weight decay / momentum / temperature. SimCLR and BYOL: their `cifar10`",
-        "recipes beside solo-learn's Lightning modules (the PyTorch code those recipes cite; the official code",
-        "is TensorFlow / JAX), BYOL in fp64 (in fp32 the run amplifies rounding ~1e4x). Harness and tolerances:",
+        "rounding-sensitive), and LR / weight decay / momentum / temperature. SimCLR, BYOL and MoCo V2+: their",
+        "`cifar10` recipes beside solo-learn's Lightning modules (the PyTorch code those recipes cite; SimCLR's",
+        "and BYOL's official code is TensorFlow / JAX); BYOL and MoCo V2+ in fp64 (in fp32 that run amplifies",
+        "rounding ~1e4x). Harness and tolerances:",
         "`tests/parity/`; how to fetch the references: [docs/parity.md](../docs/parity.md).",
         "",
     ]

@@ -220,6 +220,7 @@ PINNED = {
         "optim.optimizer": "sgd",
         "optim.lr": 0.3,
         "optim.weight_decay": 1e-4,
+        "optim.decay_norm_and_bias": True,  # solo/methods/base.py:280-281,342
         "policy": MOCO2_POLICY,
     },
     ("moco_v3", "cifar10"): {

@@ -50,12 +50,13 @@ def fit(
     record: Callable[[object, float], None],
     loss_fn: tuple,
     precision: str = "32-true",
+    combine: Callable[[list[float]], float] = sum,
 ) -> list[float]:
     """solo-learn's own training loop (Lightning's Trainer, CPU, fp32) over ``batches``. ``record(module,
     loss)`` after every step (its optimizer step and the module's own after-step hooks), with the method's
     self-supervised loss: ``loss_fn`` is (module, attribute) of its loss function, wrapped to sum its values
-    over the step (BYOL calls it once per direction; the online classifier's loss is apart). Returns the LR
-    of each step."""
+    over the step with ``combine`` (BYOL sums its two directions, MoCo V2+ averages them; the online
+    classifier's loss is apart). Returns the LR of each step."""
     import pytorch_lightning as pl
 
     seen: list[float] = []
@@ -78,12 +79,12 @@ def fit(
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if seen:
-                record(pl_module, sum(seen))
+                record(pl_module, combine(seen))
                 seen.clear()
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
         def on_train_end(self, trainer, pl_module):
-            record(pl_module, sum(seen))
+            record(pl_module, combine(seen))
 
     mod, attr = loss_fn
     orig = getattr(mod, attr)
