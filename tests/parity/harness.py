@@ -19,6 +19,11 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from ssl_bench.config import build_config
+from ssl_bench.engine.optim import make_optimizer
+from ssl_bench.engine.step import make_train_step
+from ssl_bench.engine.train import build_method, resolve
+
 # repository folder name -> the commit the parity runs pin (docs/parity.md)
 PINNED = {
     "dino": "7c446df",
@@ -274,3 +279,68 @@ def min_weight_decay(opt: torch.optim.Optimizer) -> float:
 
 def snapshot(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in named.items()}
+
+
+def prefix_map(pairs: tuple[tuple[str, str], ...]) -> Callable[[str], str | None]:
+    """A name map from (suite prefix, reference prefix) pairs; names under none of them map to None."""
+
+    def name(key: str) -> str | None:
+        for ours, theirs in pairs:
+            if key.startswith(ours):
+                return theirs + key[len(ours) :]
+        return None
+
+    return name
+
+
+def mapped(named: dict[str, torch.Tensor], name_map: Callable[[str], str | None]) -> dict[str, torch.Tensor]:
+    """``named`` under the reference's names: tensors the map drops, and BN step counters, left out."""
+    out = {}
+    for key, value in named.items():
+        ref = name_map(key)
+        if ref is not None and not ref.endswith("num_batches_tracked"):
+            out[ref] = value
+    return out
+
+
+@dataclass
+class SuiteRun:
+    cfg: object
+    method: torch.nn.Module
+    init: dict[str, torch.Tensor]  # the method's state before the first step (the reference starts from it)
+    records: list[StepRecord]
+
+
+def suite_steps(
+    overrides: list[str],
+    views: Callable[[int], list[torch.Tensor]],
+    steps: int,
+    spe: int,
+    state: Callable[[torch.nn.Module], dict[str, torch.Tensor]],
+    before: Callable[[torch.nn.Module], dict[str, torch.Tensor]] | None = None,
+    double: bool = False,
+    seed: int | None = None,
+) -> SuiteRun:
+    """The suite's side of every parity run: the recipe ``overrides`` built as ``run`` builds it, its own
+    optimizer and train step over ``views(step)`` for ``steps`` steps of ``spe`` per epoch, recording the
+    loss, the LR / weight decay (and the smallest any parameter gets) / every schedule value the step used,
+    and ``state(method)`` after each step, plus ``before(method)`` taken before it (the tensors the
+    reference reads at the start of a step). ``double``: fp64 weights; ``seed``: torch's generator before
+    the first step (draws inside the step, such as shuffle-BN's permutations)."""
+    cfg = resolve(build_config(overrides))
+    method = build_method(cfg)
+    if double:
+        method = method.double()
+    init = {k: v.clone() for k, v in method.state_dict().items()}
+    opt = make_optimizer(cfg.optim, method)
+    step_fn = make_train_step(cfg, method, opt, spe, torch.device("cpu"))
+    method.train()
+    if seed is not None:
+        torch.manual_seed(seed)
+    records = []
+    for step in range(steps):
+        pre = snapshot(before(method)) if before is not None else {}
+        out, values, lr, wd = step_fn(views(step), step, step // spe)
+        vals = {k: float(v) for k, v in values.items()} | {"lr": lr, "wd": wd, "wd_min": min_weight_decay(opt)}
+        records.append(StepRecord(out["loss"].item(), vals, {**snapshot(state(method)), **pre}))
+    return SuiteRun(cfg, method, init, records)

@@ -49,10 +49,10 @@ def fit(
     epochs: int,
     record: Callable[[object, float], None],
     loss_fn: tuple,
-    precision: str = "32-true",
     combine: Callable[[list[float]], float] = sum,
 ) -> list[float]:
-    """solo-learn's own training loop (Lightning's Trainer, CPU, fp32) over ``batches``. ``record(module,
+    """solo-learn's own training loop (Lightning's Trainer on the CPU; its 32-bit setting leaves an fp64
+    module in fp64) over ``batches``. ``record(module,
     loss)`` after every step (its optimizer step and the module's own after-step hooks), with the method's
     self-supervised loss: ``loss_fn`` is (module, attribute) of its loss function, wrapped to sum its values
     over the step with ``combine`` (BYOL sums its two directions, MoCo V2+ averages them; the online
@@ -119,3 +119,46 @@ def fit(
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
     return lrs
+
+
+def reference_steps(
+    module_name: str,
+    cls_name: str,
+    script_name: str,
+    method_kwargs: dict,
+    src: dict[str, torch.Tensor],
+    views: Callable[[int], list[torch.Tensor]],
+    sizes: tuple[int, int, int],
+    loss_name: str,
+    double: bool = False,
+    combine: Callable[[list[float]], float] = sum,
+) -> list[H.StepRecord]:
+    """The reference side of a solo-learn parity run: ``solo.methods.<module_name>.<cls_name>`` configured
+    from the CIFAR script ``script_name`` (``sizes`` = batch, epochs, steps per epoch; 1 warm-up epoch) with
+    ``method_kwargs``, its tensors set from ``src`` (reference names), trained by :func:`fit` over
+    ``views(step)``; each step's record holds the loss (``loss_name``, its loss function, combined over the
+    step), the LR and the tensors named in ``src`` after the step."""
+    batch, epochs, spe = sizes
+    with H.lightning_alias():
+        (mod,) = H.import_reference("solo-learn", f"solo.methods.{module_name}")
+    cls = getattr(mod, cls_name)
+    module = cls(config(cls, script_name, batch, epochs, 1, method_kwargs))
+    if double:
+        module = module.double()
+    H.load_mapped(module, src, lambda k: k, not_ours=("classifier.",))
+    batches = [(torch.arange(batch), views(s), torch.zeros(batch, dtype=torch.long)) for s in range(epochs * spe)]
+    states: list[tuple[dict, float]] = []
+
+    def record(m, loss: float) -> None:
+        states.append((H.snapshot(H.mapped(m.state_dict(), lambda k: k if k in src else None)), loss))
+
+    lrs = fit(
+        module,
+        batches,
+        spe,
+        epochs,
+        record,
+        (mod, loss_name),
+        combine=combine,
+    )
+    return [H.StepRecord(loss, {"lr": lr}, state) for (state, loss), lr in zip(states, lrs)]

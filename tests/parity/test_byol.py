@@ -7,10 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 from tests.parity import solo
 
@@ -39,12 +35,14 @@ OVERRIDES = [
 LOSS_TOL, PARAM_TOL, APART_TOL = 1e-9, 1e-9, 1e-6
 BIAS_BEFORE_BN = ("projector.0.bias", "predictor.0.bias", "momentum_projector.0.bias")
 APART = lambda k: k in BIAS_BEFORE_BN  # noqa: E731
-MAP = (
-    ("online.backbone.model.", "backbone."),
-    ("online.head.layers.", "projector."),
-    ("predictor.layers.", "predictor."),
-    ("target.backbone.model.", "momentum_backbone."),
-    ("target.head.layers.", "momentum_projector."),
+_ref_name = H.prefix_map(
+    (
+        ("online.backbone.model.", "backbone."),
+        ("online.head.layers.", "projector."),
+        ("predictor.layers.", "predictor."),
+        ("target.backbone.model.", "momentum_backbone."),
+        ("target.head.layers.", "momentum_projector."),
+    )
 )
 
 
@@ -53,70 +51,25 @@ def views(step: int) -> list[torch.Tensor]:
     return [torch.randn(BATCH, 3, 32, 32, generator=g, dtype=torch.float64) for _ in range(2)]
 
 
-def _ref_name(key: str) -> str | None:
-    for ours, theirs in MAP:
-        if key.startswith(ours):
-            return theirs + key[len(ours) :]
-    return None
-
-
 def _state(named: dict) -> dict:
-    return {k: v for k, v in named.items() if k and not k.endswith("num_batches_tracked")}
-
-
-def suite_run():
-    cfg = resolve(build_config(OVERRIDES))
-    method = build_method(cfg).double()
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
-    records = []
-    for step in range(EPOCHS * SPE):
-        out, _, lr, _ = step_fn(views(step), step, step // SPE)
-        state = _state({_ref_name(k): v for k, v in method.state_dict().items()})
-        state |= {k: torch.zeros(HIDDEN, dtype=torch.float64) for k in BIAS_BEFORE_BN}
-        records.append(H.StepRecord(out["loss"].item(), {"lr": lr}, H.snapshot(state)))
-    return cfg, init, records
-
-
-def reference_run(init):
-    with H.lightning_alias():
-        (byol,) = H.import_reference("solo-learn", "solo.methods.byol")
-    kwargs = {"proj_hidden_dim": HIDDEN, "proj_output_dim": DIM, "pred_hidden_dim": HIDDEN}
-    cfg = solo.config(byol.BYOL, "byol", BATCH, EPOCHS, 1, kwargs)
-    module = byol.BYOL(cfg).double()
-    src = {_ref_name(k): v for k, v in init.items() if _ref_name(k)}
-    src |= {k: torch.zeros(HIDDEN, dtype=torch.float64) for k in BIAS_BEFORE_BN}
-    H.load_mapped(module, src, lambda k: k, not_ours=("classifier.",))  # type: ignore[arg-type]
-    keys = set(src)
-    batches = [(torch.arange(BATCH), views(s), torch.zeros(BATCH, dtype=torch.long)) for s in range(EPOCHS * SPE)]
-    states: list[tuple[dict, float]] = []
-    lrs = solo.fit(
-        module,
-        batches,
-        SPE,
-        EPOCHS,
-        lambda m, loss: states.append(
-            (H.snapshot(_state({k: v for k, v in m.state_dict().items() if k in keys})), loss)
-        ),
-        (byol, "byol_loss_func"),
-        precision="64-true",
-    )
-    return [H.StepRecord(loss, {"lr": lr}, state) for (state, loss), lr in zip(states, lrs)]
+    return H.mapped(named, _ref_name) | {k: torch.zeros(HIDDEN, dtype=torch.float64) for k in BIAS_BEFORE_BN}
 
 
 def run() -> H.Comparison:
-    _, init, ours = suite_run()
+    ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, lambda m: _state(m.state_dict()), double=True)
+    theirs = solo.reference_steps(
+        "byol",
+        "BYOL",
+        "byol",
+        {"proj_hidden_dim": HIDDEN, "proj_output_dim": DIM, "pred_hidden_dim": HIDDEN},
+        _state(ours.init),
+        views,
+        (BATCH, EPOCHS, SPE),
+        "byol_loss_func",
+        double=True,
+    )
     return H.compare(
-        "byol (cifar10)",
-        ours,
-        reference_run(init),
-        LOSS_TOL,
-        PARAM_TOL,
-        apart=APART,
-        apart_tol=APART_TOL,
-        value_tol=1e-9,
+        "byol (cifar10)", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL, value_tol=1e-9
     )
 
 

@@ -12,10 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 
 # The recipe on a tiny ViT (depth 2, 32 px, patch 4, 2 local crops of 16 px, a 256-way head), everything
@@ -67,23 +63,10 @@ def _ref_name(key: str) -> str:
     return key.replace("head.layers.", "head.mlp.", 1)
 
 
-def suite_run():
-    cfg = resolve(build_config(OVERRIDES))
-    method = build_method(cfg)
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
-    records = []
-    for step in range(EPOCHS * SPE):
-        out, values, lr, wd = step_fn(views(step), step, step // SPE)
-        state = {f"student.{_ref_name(k)}": v for k, v in method.student.state_dict().items()}
-        state |= {f"teacher.{_ref_name(k)}": v for k, v in method.teacher.state_dict().items()}
-        state["center"] = method.criterion.center
-        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt), "momentum": values["momentum"]}
-        vals["teacher_temp"] = values["teacher_temp"]
-        records.append(H.StepRecord(out["loss"].item(), vals, H.snapshot(state)))
-    return cfg, init, records
+def _state(method) -> dict:
+    state = {f"student.{_ref_name(k)}": v for k, v in method.student.state_dict().items()}
+    state |= {f"teacher.{_ref_name(k)}": v for k, v in method.teacher.state_dict().items()}
+    return state | {"center": method.criterion.center}
 
 
 def reference_run(cfg, init):
@@ -184,8 +167,9 @@ def reference_run(cfg, init):
 
 
 def run() -> H.Comparison:
-    cfg, init, ours = suite_run()
-    return H.compare("dino", ours, reference_run(cfg, init), LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
+    ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _state)
+    theirs = reference_run(ours.cfg, ours.init)
+    return H.compare("dino", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
 
 
 @pytest.mark.skipif(H.skip_reason("dino") is not None, reason=str(H.skip_reason("dino")))

@@ -12,10 +12,6 @@ import pytest
 import torch
 import torchvision
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 
 # The recipe on ResNet-18 with the CIFAR stem at 32 px (its projector hidden width is the backbone's,
@@ -65,22 +61,6 @@ def _state(method) -> dict[str, torch.Tensor]:
     state["queue"] = method.queue[0].t()
     state["queue_ptr"] = method.queue_ptr.reshape(1)
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-
-
-def suite_run():
-    cfg = resolve(build_config(OVERRIDES))
-    method = build_method(cfg)
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
-    torch.manual_seed(7)  # the shuffle-BN permutations
-    records = []
-    for step in range(EPOCHS * SPE):
-        out, values, lr, wd = step_fn(views(step), step, step // SPE)
-        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt), "momentum": values["momentum"]}
-        records.append(H.StepRecord(out["loss"].item(), vals, H.snapshot(_state(method))))
-    return cfg, init, records
 
 
 def cifar_resnet18(num_classes: int) -> torch.nn.Module:
@@ -142,8 +122,8 @@ def reference_run(cfg, init):
 
 
 def run() -> H.Comparison:
-    cfg, init, ours = suite_run()
-    return H.compare("moco", ours, reference_run(cfg, init), LOSS_TOL, PARAM_TOL)
+    ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _state, seed=7)  # 7: shuffle-BN's permutations
+    return H.compare("moco", ours.records, reference_run(ours.cfg, ours.init), LOSS_TOL, PARAM_TOL)
 
 
 @pytest.mark.skipif(H.skip_reason("moco") is not None, reason=str(H.skip_reason("moco")))

@@ -12,10 +12,6 @@ import types
 import pytest
 import torch
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 from tests.parity.test_moco import cifar_resnet18
 
@@ -83,25 +79,12 @@ def _split(state: dict[str, torch.Tensor], params: set[str]) -> tuple[dict, dict
     return key_params, {k: v for k, v in state.items() if k not in key_params}
 
 
-def suite_run(variant: str):
-    cfg = resolve(build_config(VARIANTS[variant] + COMMON))
-    vit = variant == "vit"
-    method = build_method(cfg)
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
+def _suite_state(method, vit: bool, key_encoder: bool) -> dict[str, torch.Tensor]:
+    """The key encoder's parameters (read before a step: the reference updates them at its start, the suite
+    at the end of the step before), or everything else (read after the step)."""
     params = {_ref_name(k, vit) for k, _ in method.named_parameters()}
-    records = []
-    for step in range(EPOCHS * SPE):
-        # the key encoder that makes this step's keys: the reference updates it at the start of the step
-        key_params, _ = _split({_ref_name(k, vit): v for k, v in method.state_dict().items()}, params)  # type: ignore[misc]
-        key_params = H.snapshot(key_params)
-        out, values, lr, wd = step_fn(views(step), step, step // SPE)
-        _, rest = _split({_ref_name(k, vit): v for k, v in method.state_dict().items() if _ref_name(k, vit)}, params)  # type: ignore[misc]
-        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt), "momentum": values["momentum"]}
-        records.append(H.StepRecord(out["loss"].item(), vals, {**key_params, **H.snapshot(rest)}))
-    return cfg, init, records
+    key_params, rest = _split(H.mapped(method.state_dict(), functools.partial(_ref_name, vit=vit)), params)
+    return key_params if key_encoder else rest
 
 
 def reference_run(variant: str, cfg, init):
@@ -181,10 +164,18 @@ def reference_run(variant: str, cfg, init):
 
 
 def run(variant: str = "vit") -> H.Comparison:
-    cfg, init, ours = suite_run(variant)
-    theirs = reference_run(variant, cfg, init)
+    vit = variant == "vit"
+    ours = H.suite_steps(
+        VARIANTS[variant] + COMMON,
+        views,
+        EPOCHS * SPE,
+        SPE,
+        state=lambda m: _suite_state(m, vit, key_encoder=False),
+        before=lambda m: _suite_state(m, vit, key_encoder=True),
+    )
+    theirs = reference_run(variant, ours.cfg, ours.init)
     return H.compare(
-        f"moco_v3 ({variant})", ours, theirs, LOSS_TOL, PARAM_TOL, apart=APART[variant], apart_tol=APART_TOL
+        f"moco_v3 ({variant})", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART[variant], apart_tol=APART_TOL
     )
 
 

@@ -7,10 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 from tests.parity import solo
 
@@ -42,65 +38,24 @@ def views(step: int) -> list[torch.Tensor]:
     return [torch.randn(BATCH, 3, 32, 32, generator=g) for _ in range(2)]
 
 
-def _ref_name(key: str) -> str | None:
-    """suite ``backbone.model.X`` / ``projector.layers.i`` -> solo-learn ``backbone.X`` / ``projector.i``."""
-    for ours, theirs in (("backbone.model.", "backbone."), ("projector.layers.", "projector.")):
-        if key.startswith(ours):
-            return theirs + key[len(ours) :]
-    return None
-
-
-def _state(named: dict) -> dict:
-    return {k: v for k, v in named.items() if k and not k.endswith("num_batches_tracked")}
-
-
-def suite_run():
-    cfg = resolve(build_config(OVERRIDES))
-    method = build_method(cfg)
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
-    records = []
-    for step in range(EPOCHS * SPE):
-        out, _, lr, _ = step_fn(views(step), step, step // SPE)
-        state = _state({_ref_name(k): v for k, v in method.state_dict().items()})
-        records.append(H.StepRecord(out["loss"].item(), {"lr": lr}, H.snapshot(state)))
-    return cfg, init, records
-
-
-def reference_run(init):
-    with H.lightning_alias():
-        (simclr,) = H.import_reference("solo-learn", "solo.methods.simclr")
-    cfg = solo.config(simclr.SimCLR, "simclr", BATCH, EPOCHS, 1, {"proj_hidden_dim": HIDDEN, "proj_output_dim": DIM})
-    module = simclr.SimCLR(cfg)
-    src = {_ref_name(k): v for k, v in init.items() if _ref_name(k)}
-    H.load_mapped(module, src, lambda k: k, not_ours=("classifier.",))  # type: ignore[arg-type]
-    keys = set(_state({_ref_name(k): None for k in init}))
-    batches = [(torch.arange(BATCH), views(s), torch.zeros(BATCH, dtype=torch.long)) for s in range(EPOCHS * SPE)]
-    states: list[tuple[dict, float]] = []
-    lrs = solo.fit(
-        module,
-        batches,
-        SPE,
-        EPOCHS,
-        lambda m, loss: states.append((H.snapshot({k: v for k, v in m.state_dict().items() if k in keys}), loss)),
-        (simclr, "simclr_loss_func"),
-    )
-    return [H.StepRecord(loss, {"lr": lr}, state) for (state, loss), lr in zip(states, lrs)]
+# suite ``backbone.model.X`` / ``projector.layers.i`` -> solo-learn ``backbone.X`` / ``projector.i``
+_ref_name = H.prefix_map((("backbone.model.", "backbone."), ("projector.layers.", "projector.")))
 
 
 def run() -> H.Comparison:
-    _, init, ours = suite_run()
+    ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, lambda m: H.mapped(m.state_dict(), _ref_name))
+    theirs = solo.reference_steps(
+        "simclr",
+        "SimCLR",
+        "simclr",
+        {"proj_hidden_dim": HIDDEN, "proj_output_dim": DIM},
+        H.mapped(ours.init, _ref_name),
+        views,
+        (BATCH, EPOCHS, SPE),
+        "simclr_loss_func",
+    )
     return H.compare(
-        "simclr (cifar10)",
-        ours,
-        reference_run(init),
-        LOSS_TOL,
-        PARAM_TOL,
-        apart=APART,
-        apart_tol=APART_TOL,
-        value_tol=1e-9,
+        "simclr (cifar10)", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL, value_tol=1e-9
     )
 
 

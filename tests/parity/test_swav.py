@@ -13,10 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
-from ssl_bench.engine.step import make_train_step
-from ssl_bench.engine.train import build_method, resolve
 from tests.parity import harness as H
 
 # The recipe on ResNet-18 with the CIFAR stem, 2 global crops of 32 px and 2 local of 16 px, a 64-wide
@@ -60,37 +56,16 @@ def views(step: int) -> list[torch.Tensor]:
     return [torch.randn(BATCH, 3, s, s, generator=g) for s in (32, 32, 16, 16)]
 
 
-def _ref_name(key: str) -> str | None:
-    """suite ``backbone.model.X`` / ``projector.layers.i`` / ``prototypes.heads.0`` -> the reference
-    ResNet's ``X`` / ``projection_head.i`` / ``prototypes``."""
-    if key.startswith("backbone.model."):
-        return key[len("backbone.model.") :]
-    if key.startswith("projector.layers."):
-        return "projection_head." + key[len("projector.layers.") :]
-    if key.startswith("prototypes.heads.0."):
-        return "prototypes." + key[len("prototypes.heads.0.") :]
-    return None
+# suite ``backbone.model.X`` / ``projector.layers.i`` / ``prototypes.heads.0`` -> the reference ResNet's ``X``
+# / ``projection_head.i`` / ``prototypes``
+_ref_name = H.prefix_map(
+    (("backbone.model.", ""), ("projector.layers.", "projection_head."), ("prototypes.heads.0.", "prototypes."))
+)
 
 
-def _clean(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k and not k.endswith("num_batches_tracked")}
-
-
-def suite_run():
-    cfg = resolve(build_config(OVERRIDES))
-    method = build_method(cfg)
-    init = {k: v.clone() for k, v in method.state_dict().items()}
-    opt = make_optimizer(cfg.optim, method)
-    step_fn = make_train_step(cfg, method, opt, SPE, torch.device("cpu"))
-    method.train()
-    records = []
-    for step in range(EPOCHS * SPE):
-        out, _, lr, wd = step_fn(views(step), step, step // SPE)
-        state = _clean({_ref_name(k): v for k, v in method.state_dict().items() if _ref_name(k)})  # type: ignore[misc]
-        state["projection_head.0.bias"] = torch.zeros(HIDDEN)
-        vals = {"lr": lr, "wd": wd, "wd_min": H.min_weight_decay(opt)}
-        records.append(H.StepRecord(out["loss"].item(), vals, H.snapshot(state)))
-    return cfg, init, records
+def _suite_state(method) -> dict[str, torch.Tensor]:
+    # the reference's projector bias before its BatchNorm, which the suite's has not: 0 (see APART)
+    return H.mapped(method.state_dict(), _ref_name) | {"projection_head.0.bias": torch.zeros(HIDDEN)}
 
 
 def reference_net(resnet_mod) -> torch.nn.Module:
@@ -151,7 +126,7 @@ def reference_run(cfg, init):
     def record() -> None:
         g = optimizer.param_groups[0]
         vals = {"lr": g["lr"], "wd": g["weight_decay"], "wd_min": H.min_weight_decay(sgd)}
-        state = _clean(net.state_dict())
+        state = H.mapped(net.state_dict(), lambda k: k)
         with torch.no_grad():  # the reference normalises the prototypes at the start of the next step
             state["prototypes.weight"] = torch.nn.functional.normalize(state["prototypes.weight"], dim=1)
         records.append(H.StepRecord(meters[-1].seen[-1], vals, H.snapshot(state)))
@@ -180,8 +155,9 @@ def reference_run(cfg, init):
 
 
 def run() -> H.Comparison:
-    cfg, init, ours = suite_run()
-    return H.compare("swav", ours, reference_run(cfg, init), LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
+    ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _suite_state)
+    theirs = reference_run(ours.cfg, ours.init)
+    return H.compare("swav", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
 
 
 @pytest.mark.skipif(H.skip_reason("swav") is not None, reason=str(H.skip_reason("swav")))
