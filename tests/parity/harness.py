@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
@@ -15,9 +16,12 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+from unittest import mock
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 
 from ssl_bench.config import build_config
 from ssl_bench.engine.optim import make_optimizer
@@ -119,7 +123,7 @@ def old_timm_names() -> Iterator[None]:
 def apex_larc_only() -> Iterator[None]:
     """main_swav.py imports ``apex`` (built with CUDA extensions) for ``apex.parallel.LARC`` and for fp16 and
     SyncBN, which fp32 on one process never reaches: an ``apex`` package holding only the checkout's own
-    ``apex/parallel/LARC.py`` (pure PyTorch)."""
+    ``apex/parallel/LARC.py`` (pure PyTorch) and an empty ``apex.amp``."""
     spec = importlib.util.spec_from_file_location(
         "apex.parallel.LARC",
         str(references() / "apex" / "apex" / "parallel" / "LARC.py"),  # type: ignore[operator]
@@ -128,6 +132,8 @@ def apex_larc_only() -> Iterator[None]:
     spec.loader.exec_module(larc)  # type: ignore[union-attr]
     apex, parallel = types.ModuleType("apex"), types.ModuleType("apex.parallel")
     apex.parallel, parallel.LARC = parallel, larc  # type: ignore[attr-defined]
+    # main() passes apex.amp to restart_from_checkpoint, which reads it only when a checkpoint exists
+    apex.amp = types.ModuleType("apex.amp")  # type: ignore[attr-defined]
     names = {"apex": apex, "apex.parallel": parallel, "apex.parallel.LARC": larc}
     saved = {k: sys.modules[k] for k in names if k in sys.modules}
     sys.modules.update(names)
@@ -157,6 +163,43 @@ def lightning_alias() -> Iterator[None]:
         for k in names:
             if k not in saved:
                 sys.modules.pop(k, None)
+
+
+class _Reached(Exception):
+    """Raised in place of the reference's training loop once its set-up has called it."""
+
+
+def setup_of(entry: Callable[[], object], module, name: str) -> dict:
+    """Run a reference's own set-up (``entry``: its ``main``, ``train_dino``, ``main_worker``) until it first
+    calls ``module.<name>`` (its training loop), and return that call's arguments by parameter name: the
+    model, optimizer, schedules and arguments as its script builds them. The loop itself is not entered."""
+    target = getattr(module, name)
+    signature = inspect.signature(target)
+    captured: dict = {}
+
+    def reached(*args, **kwargs):
+        captured.update(signature.bind(*args, **kwargs).arguments)
+        raise _Reached
+
+    with mock.patch.object(module, name, reached):
+        try:
+            entry()
+        except _Reached:
+            pass
+    if not captured:
+        raise AssertionError(f"the reference's set-up returned without calling {name}")
+    return captured
+
+
+def image_folder(root: Path, n: int, size: int = 8) -> Path:
+    """An ImageFolder tree of ``n`` small images in one class, for a reference's set-up to count (its
+    loader's length); the parity runs feed their own views to its training loop."""
+    folder = root / "train" / "a"
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    for i in range(n):
+        Image.fromarray(rng.randint(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root / "train"
 
 
 class DDPShim(torch.nn.Module):

@@ -4,8 +4,10 @@ DINOLoss, schedules, parameter groups, clipping, last-layer freeze, ViT and DINO
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import types
+import tempfile
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -20,7 +22,7 @@ from tests.parity import harness as H
 # epoch 0, norm_last_layer false. 3 epochs of 5 steps: the warm-up ends at step 5, the last layer thaws at
 # step 5 and the teacher temperature steps at each epoch. Stochastic depth off on both sides: its random
 # masks cannot be drawn alike (the teacher has none in either).
-BATCH, EPOCHS, SPE = 16, 3, 5
+BATCH, EPOCHS, SPE, HIDDEN, BOTTLENECK = 16, 3, 5, 64, 32
 OVERRIDES = [
     "method=dino",
     "preset=paper",
@@ -33,8 +35,8 @@ OVERRIDES = [
     "data.n_local=2",
     "method.n_local=2",
     "method.out_dim=256",
-    "method.hidden_dim=64",
-    "method.bottleneck_dim=32",
+    f"method.hidden_dim={HIDDEN}",
+    f"method.bottleneck_dim={BOTTLENECK}",
     "method.warmup_teacher_temp_epochs=2",
     f"optim.batch_size={BATCH}",
     f"optim.epochs={EPOCHS}",
@@ -69,53 +71,86 @@ def _state(method) -> dict:
     return state | {"center": method.criterion.center}
 
 
-def reference_run(cfg, init):
+def _flags(cfg, data: Path, out: Path) -> list[str]:
+    """The recipe as main_dino.py's flags (as the README's ViT-S/16 command passes them), at the harness's
+    sizes; the LR as given (main_dino.py scales it by the batch itself)."""
+    m, o, d, b = cfg.method, cfg.optim, cfg.data, cfg.backbone
+    flags = {
+        "arch": "vit_tiny",
+        "patch_size": b.patch_size,
+        "out_dim": m.out_dim,
+        "norm_last_layer": m.norm_last_layer,
+        "momentum_teacher": m.momentum_teacher,
+        "use_bn_in_head": m.use_bn_in_head,
+        "warmup_teacher_temp": m.warmup_teacher_temp,
+        "teacher_temp": m.teacher_temp,
+        "warmup_teacher_temp_epochs": int(m.warmup_teacher_temp_epochs),
+        "use_fp16": False,
+        "weight_decay": o.weight_decay,
+        "weight_decay_end": o.weight_decay_end,
+        "clip_grad": o.clip_grad,
+        "batch_size_per_gpu": BATCH,
+        "epochs": o.epochs,
+        "freeze_last_layer": m.freeze_last_layer,
+        "lr": o.lr,
+        "warmup_epochs": int(o.warmup_epochs),
+        "min_lr": o.min_lr,
+        "optimizer": "adamw",
+        "drop_path_rate": b.drop_path_rate,
+        "global_crops_scale": list(d.global_scale),
+        "local_crops_number": d.n_local,
+        "local_crops_scale": list(d.local_scale),
+        "data_path": data,
+        "output_dir": out,
+        "num_workers": 0,
+    }
+    argv = []
+    for key, value in flags.items():
+        argv += [f"--{key}", *(str(v) for v in (value if isinstance(value, list) else [value]))]
+    return argv
+
+
+def reference_run(cfg, init, tmp: Path):
+    """main_dino.train_dino with the recipe's flags builds the student and teacher (MultiCropWrapper with
+    DINOHead), DINOLoss, AdamW over get_params_groups and the three schedules; it is stopped where it calls
+    train_one_epoch, which then runs from the suite's weights over the harness's views. Shims: vit_tiny's
+    first ``backbone.depth`` blocks at ``backbone.img_size`` as its ``--arch``, DINOHead at the harness's
+    hidden and bottleneck widths, the harness's 1-process group
+    for its init_distributed_mode (which refuses a machine without a GPU), a DDP stand-in; its parser lists
+    --arch choices from the torch hub, which this machine cannot reach."""
+    o, b = cfg.optim, cfg.backbone
     main_dino, utils, vits = H.import_reference("dino", "main_dino", "utils", "vision_transformer")
-    m, o, b = cfg.method, cfg.optim, cfg.backbone
+    small_head = functools.partial(main_dino.DINOHead, hidden_dim=HIDDEN, bottleneck_dim=BOTTLENECK)
+    vit_tiny = vits.vit_tiny
 
-    def network():
-        vit = vits.VisionTransformer(
-            img_size=[b.img_size],
-            patch_size=b.patch_size,
-            embed_dim=192,
-            depth=b.depth,
-            num_heads=3,
-            mlp_ratio=4,
-            qkv_bias=True,
-            drop_path_rate=0.0,
-            norm_layer=lambda d: torch.nn.LayerNorm(d, eps=1e-6),
-        )
-        head = vits.DINOHead(
-            192,
-            m.out_dim,
-            m.use_bn_in_head,
-            m.norm_last_layer,
-            hidden_dim=m.hidden_dim,
-            bottleneck_dim=m.bottleneck_dim,
-        )
-        return utils.MultiCropWrapper(vit, head)
+    def small_vit_tiny(**kwargs):
+        vit = vit_tiny(img_size=[b.img_size], **kwargs)
+        vit.blocks = torch.nn.ModuleList(list(vit.blocks)[: b.depth])
+        return vit
 
-    student, teacher = network(), network()
+    def one_process(args):
+        args.rank, args.world_size, args.gpu = 0, 1, 0
+
+    with mock.patch.object(torch.hub, "list", lambda *a, **k: []):
+        args = main_dino.get_args_parser().parse_args(
+            _flags(cfg, H.image_folder(tmp / "data", SPE * BATCH), tmp / "out")
+        )
+    (tmp / "out").mkdir()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(H.cpu_single_process())
+        stack.enter_context(mock.patch.object(vits, "vit_tiny", small_vit_tiny))
+        stack.enter_context(mock.patch.object(main_dino, "DINOHead", small_head))
+        stack.enter_context(mock.patch.object(utils, "init_distributed_mode", one_process))
+        ddp = mock.patch.object(torch.nn.parallel, "DistributedDataParallel", lambda module, **k: H.DDPShim(module))
+        stack.enter_context(ddp)
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        setup = H.setup_of(lambda: main_dino.train_dino(args), main_dino, "train_one_epoch")
+    ddp_student, teacher, loss = setup["student"], setup["teacher_without_ddp"], setup["dino_loss"]
+    optimizer, lr_s, wd_s, mom_s = (setup[k] for k in ("optimizer", "lr_schedule", "wd_schedule", "momentum_schedule"))
+    student = ddp_student.module
+    assert setup["teacher"] is teacher and setup["fp16_scaler"] is None
     for part, net in (("student", student), ("teacher", teacher)):
         H.load_mapped(net, {k[len(part) + 1 :]: v for k, v in init.items() if k.startswith(part + ".")}, _ref_name)
-    for p in teacher.parameters():
-        p.requires_grad = False
-    loss = main_dino.DINOLoss(
-        m.out_dim,
-        2 + cfg.data.n_local,
-        m.warmup_teacher_temp,
-        m.teacher_temp,
-        int(m.warmup_teacher_temp_epochs),
-        o.epochs,
-        m.student_temp,
-        m.center_momentum,
-    )
-    optimizer = torch.optim.AdamW(utils.get_params_groups(student))
-    lr = o.lr * BATCH / 256  # main_dino.py:186 (one process)
-    lr_s = utils.cosine_scheduler(lr, o.min_lr, o.epochs, SPE, warmup_epochs=int(o.warmup_epochs))
-    wd_s = utils.cosine_scheduler(o.weight_decay, o.weight_decay_end, o.epochs, SPE)
-    mom_s = utils.cosine_scheduler(m.momentum_teacher, 1, o.epochs, SPE)
-    args = types.SimpleNamespace(epochs=o.epochs, clip_grad=o.clip_grad, freeze_last_layer=m.freeze_last_layer)
 
     records: list[H.StepRecord] = []
     seen: list[float] = []
@@ -158,17 +193,28 @@ def reference_run(cfg, init):
     # shim: MetricLogger.synchronize_between_processes (logging only) builds a CUDA tensor in a process group
     no_log_sync = mock.patch.object(utils, "is_dist_avail_and_initialized", lambda: False)
     with H.cpu_single_process(), no_log_sync, contextlib.redirect_stdout(io.StringIO()):
-        ddp = H.DDPShim(student)
         for epoch in range(o.epochs):
             main_dino.train_one_epoch(
-                ddp, teacher, teacher, Recorder(), Loader(epoch), optimizer, lr_s, wd_s, mom_s, epoch, None, args
+                ddp_student,
+                teacher,
+                teacher,
+                Recorder(),
+                Loader(epoch),
+                optimizer,
+                lr_s,
+                wd_s,
+                mom_s,
+                epoch,
+                None,
+                args,
             )
     return records
 
 
 def run() -> H.Comparison:
     ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _state)
-    theirs = reference_run(ours.cfg, ours.init)
+    with tempfile.TemporaryDirectory(prefix="ssl-bench-parity-dino-") as tmp:
+        theirs = reference_run(ours.cfg, ours.init, Path(tmp))
     return H.compare("dino", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import types
+import logging
+import sys
+import tempfile
+from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,47 +70,82 @@ def _suite_state(method) -> dict[str, torch.Tensor]:
     return H.mapped(method.state_dict(), _ref_name) | {"projection_head.0.bias": torch.zeros(HIDDEN)}
 
 
-def reference_net(resnet_mod) -> torch.nn.Module:
-    """The reference's multi-crop ResNet with BasicBlocks [2, 2, 2, 2] (ResNet-18) and the CIFAR stem the
-    suite's backbone uses: a 3x3/1 first convolution, no padding layer, no max-pool."""
-    net = resnet_mod.ResNet(
-        resnet_mod.BasicBlock, [2, 2, 2, 2], normalize=True, output_dim=DIM, hidden_mlp=HIDDEN, nmb_prototypes=K
-    )
-    net.padding = torch.nn.Identity()
-    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    net.maxpool = torch.nn.Identity()
-    return net
+def _flags(cfg, data: Path, dump: Path) -> list[str]:
+    """The recipe as main_swav.py's flags (as scripts/swav_800ep_pretrain.sh passes them), at the harness's
+    sizes; the LR scaled to this batch as the suite scales it (the script's 4.8 is 0.3 x 4096 / 256)."""
+    m, o, d = cfg.method, cfg.optim, cfg.data
+    flags = {
+        "data_path": data,
+        "nmb_crops": [2, d.n_local],
+        "size_crops": [d.global_size, d.local_size],
+        "min_scale_crops": [d.global_scale[0], d.local_scale[0]],
+        "max_scale_crops": [d.global_scale[1], d.local_scale[1]],
+        "crops_for_assign": [0, 1],
+        "temperature": m.temperature,
+        "epsilon": m.sinkhorn_epsilon,
+        "sinkhorn_iterations": m.sinkhorn_iterations,
+        "feat_dim": DIM,
+        "nmb_prototypes": K,
+        "hidden_mlp": HIDDEN,
+        "queue_length": 0,
+        "epochs": o.epochs,
+        "batch_size": BATCH,
+        "base_lr": o.lr * BATCH / 256,
+        "final_lr": o.min_lr,
+        "freeze_prototypes_niters": int(m.freeze_prototypes_epochs * SPE),
+        "wd": o.weight_decay,
+        "warmup_epochs": int(o.warmup_epochs),
+        "start_warmup": o.warmup_start_lr,
+        "workers": 0,
+        "use_fp16": "false",  # fp32: apex's amp is never reached
+        "sync_bn": "none",  # one process: SyncBatchNorm is BatchNorm (and refuses CPU tensors)
+        "dump_path": dump,
+    }
+    argv = []
+    for key, value in flags.items():
+        argv += [f"--{key}", *(str(v) for v in (value if isinstance(value, list) else [value]))]
+    return argv
 
 
-def reference_run(cfg, init):
+def reference_run(cfg, init, tmp: Path):
+    """main_swav.main() with the recipe's flags builds the model, LARC around SGD and the LR schedule; it is
+    stopped where it calls train(), which then runs from the suite's weights over the harness's views.
+    Shims: a ResNet-18 with the CIFAR stem as its ``--arch`` (a 3x3/1 first convolution, no padding layer,
+    no max-pool), the harness's 1-process group for its init_distributed_mode, a DDP stand-in, and a quiet
+    logger for its initialize_exp (which pickles the arguments and replaces every root log handler)."""
     m, o = cfg.method, cfg.optim
     with H.apex_larc_only():
-        main_swav, resnet_mod, larc = H.import_reference("swav", "main_swav", "src.resnet50", "apex.parallel.LARC")
-    net = reference_net(resnet_mod)
+        main_swav, resnet_mod = H.import_reference("swav", "main_swav", "src.resnet50")
+
+    def cifar_resnet18(**kwargs):
+        net = resnet_mod.ResNet(resnet_mod.BasicBlock, [2, 2, 2, 2], **kwargs)
+        net.padding = torch.nn.Identity()
+        net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = torch.nn.Identity()
+        return net
+
+    def one_process(args):
+        args.rank, args.world_size, args.gpu_to_work_on = 0, 1, 0
+
+    (tmp / "dump").mkdir()
+    argv = ["main_swav.py", *_flags(cfg, H.image_folder(tmp / "data", SPE * BATCH), tmp / "dump")]
+    quiet = (logging.getLogger("ssl_bench.parity.swav"), None)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(H.cpu_single_process())
+        stack.enter_context(mock.patch.object(sys, "argv", argv))
+        stack.enter_context(mock.patch.object(main_swav.resnet_models, "resnet50", cifar_resnet18))
+        stack.enter_context(mock.patch.object(main_swav, "init_distributed_mode", one_process))
+        stack.enter_context(mock.patch.object(main_swav, "initialize_exp", lambda *a, **k: quiet))
+        ddp = mock.patch.object(torch.nn.parallel, "DistributedDataParallel", lambda module, **k: H.DDPShim(module))
+        stack.enter_context(ddp)
+        setup = H.setup_of(main_swav.main, main_swav, "train")
+    model, optimizer, lr_schedule = setup["model"], setup["optimizer"], setup["lr_schedule"]
+    net = model.module
     src = {_ref_name(k): v for k, v in init.items() if _ref_name(k)}
     src["projection_head.0.bias"] = torch.zeros(HIDDEN)
     H.load_mapped(net, src, lambda k: k)  # type: ignore[arg-type]
-    model = H.DDPShim(net)
-    base_lr = o.lr * BATCH / 256
-    sgd = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, weight_decay=o.weight_decay)
-    optimizer = larc.LARC(optimizer=sgd, trust_coefficient=o.lars_eta, clip=False)  # main_swav.py:171-177
-    # main_swav.py:178-182, verbatim arithmetic of the reference's own arguments
-    warm = np.linspace(o.warmup_start_lr, base_lr, SPE * int(o.warmup_epochs))
-    iters = np.arange(SPE * (o.epochs - int(o.warmup_epochs)))
-    span = SPE * (o.epochs - int(o.warmup_epochs))
-    cosine = o.min_lr + 0.5 * (base_lr - o.min_lr) * (1 + np.cos(np.pi * iters / span))
-    lr_schedule = np.concatenate((warm, cosine))
-    main_swav.args = types.SimpleNamespace(
-        crops_for_assign=[0, 1],
-        nmb_crops=[2, 2],
-        temperature=m.temperature,
-        epsilon=m.sinkhorn_epsilon,
-        sinkhorn_iterations=m.sinkhorn_iterations,
-        world_size=1,
-        rank=0,
-        use_fp16=False,
-        freeze_prototypes_niters=int(m.freeze_prototypes_epochs * SPE),
-    )
+    assert main_swav.args.freeze_prototypes_niters == int(m.freeze_prototypes_epochs * SPE)
+    sgd = optimizer.optim
     meters: list = []
 
     class Meter(main_swav.AverageMeter):  # train() keeps each step's loss in its third meter
@@ -156,7 +193,8 @@ def reference_run(cfg, init):
 
 def run() -> H.Comparison:
     ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _suite_state)
-    theirs = reference_run(ours.cfg, ours.init)
+    with tempfile.TemporaryDirectory(prefix="ssl-bench-parity-swav-") as tmp:
+        theirs = reference_run(ours.cfg, ours.init, Path(tmp))
     return H.compare("swav", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART, apart_tol=APART_TOL)
 
 
