@@ -21,6 +21,7 @@ from unittest import mock
 import numpy as np
 import torch
 import torch.distributed as dist
+import torchvision
 from PIL import Image
 
 from ssl_bench.config import build_config
@@ -200,6 +201,23 @@ def image_folder(root: Path, n: int, size: int = 8) -> Path:
     for i in range(n):
         Image.fromarray(rng.randint(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return root / "train"
+
+
+def argv(flags: dict) -> list[str]:
+    """``{"name": value or [values]}`` as a script's command line (``--name v1 v2``)."""
+    out: list[str] = []
+    for key, value in flags.items():
+        out += [f"--{key}", *(str(v) for v in (value if isinstance(value, list) else [value]))]
+    return out
+
+
+def cifar_resnet18(**kwargs) -> torch.nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem the suite's backbone uses (3x3/1 first convolution, no
+    max-pool): the harness's ``--arch`` for the MoCo references."""
+    net = torchvision.models.resnet.resnet18(**kwargs)
+    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
 
 
 class DDPShim(torch.nn.Module):

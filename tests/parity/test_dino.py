@@ -104,10 +104,7 @@ def _flags(cfg, data: Path, out: Path) -> list[str]:
         "output_dir": out,
         "num_workers": 0,
     }
-    argv = []
-    for key, value in flags.items():
-        argv += [f"--{key}", *(str(v) for v in (value if isinstance(value, list) else [value]))]
-    return argv
+    return H.argv(flags)
 
 
 def reference_run(cfg, init, tmp: Path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import types
+import tempfile
+from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
+import torch.distributed as dist
 import torchvision
 
 from tests.parity import harness as H
@@ -63,38 +65,65 @@ def _state(method) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
-def cifar_resnet18(num_classes: int) -> torch.nn.Module:
-    """The harness's base_encoder: torchvision's ResNet-18 with the CIFAR stem the suite's backbone uses."""
-    net = torchvision.models.resnet18(num_classes=num_classes)
-    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    net.maxpool = torch.nn.Identity()
-    return net
-
-
-def reference_run(cfg, init):
-    (builder,) = H.import_reference("moco", "moco.builder")
-    (main_moco,) = H.import_reference("moco", "main_moco")
+def _flags(cfg, data: Path) -> list[str]:
+    """The recipe as main_moco.py's flags (the README's MoCo v2 command: --mlp --moco-t 0.2 --aug-plus
+    --cos), at the harness's sizes; the LR scaled to this batch by the README's linear rule, which
+    main_moco.py leaves to the user."""
     m, o = cfg.method, cfg.optim
-    model = builder.MoCo(cifar_resnet18, dim=DIM, K=QUEUE, m=m.momentum, T=m.temperature, mlp=True)
+    argv = ["-a", "resnet18", "-b", str(BATCH), "--lr", str(o.lr * BATCH / 256), "-j", "0", "-p", str(10**9)]
+    argv += ["--epochs", str(o.epochs), "--wd", str(o.weight_decay), "--momentum", str(o.momentum)]
+    argv += [
+        "--moco-dim",
+        str(DIM),
+        "--moco-k",
+        str(QUEUE),
+        "--moco-m",
+        str(m.momentum),
+        "--moco-t",
+        str(m.temperature),
+    ]
+    return argv + ["--mlp", "--aug-plus", "--cos", str(data)]
+
+
+def reference_run(cfg, init, tmp: Path):
+    """main_moco.main_worker with the recipe's flags builds builder.MoCo, its criterion and SGD; it is
+    stopped where it calls train(), which then runs, after adjust_learning_rate each epoch, from the suite's
+    weights over the harness's views. Shims: ResNet-18 with the CIFAR stem as its ``--arch``, the harness's
+    1-process group for the one it starts, a DDP stand-in."""
+    (main_moco,) = H.import_reference("moco", "main_moco")
+    o = cfg.optim
+
+    args = main_moco.parser.parse_args(_flags(cfg, H.image_folder(tmp, SPE * BATCH).parent))
+    args.distributed, args.rank, args.world_size = True, 0, 1
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(H.cpu_single_process())
+        stack.enter_context(mock.patch.object(dist, "init_process_group", lambda *a, **k: None))
+        stack.enter_context(mock.patch.object(torchvision.models, "resnet18", H.cifar_resnet18))
+        ddp = mock.patch.object(torch.nn.parallel, "DistributedDataParallel", lambda module, **k: H.DDPShim(module))
+        stack.enter_context(ddp)
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        setup = H.setup_of(lambda: main_moco.main_worker(None, 1, args), main_moco, "train")
+    model, criterion, optimizer = setup["model"], setup["criterion"], setup["optimizer"]
     src = {_ref_name(k): v for k, v in init.items() if _ref_name(k)}
     src["queue"], src["queue_ptr"] = init["queue"][0].t(), init["queue_ptr"].reshape(1)
-    H.load_mapped(model, src, lambda k: k)
-    optimizer = torch.optim.SGD(
-        model.parameters(), o.lr * BATCH / 256, momentum=o.momentum, weight_decay=o.weight_decay
-    )  # main_moco.py:291-296, lr as main_moco.py:81 scaled
-    args = types.SimpleNamespace(gpu=None, lr=o.lr * BATCH / 256, cos=True, epochs=o.epochs, print_freq=10**9)
+    H.load_mapped(model.module, src, lambda k: k)
     records: list[H.StepRecord] = []
     seen: list[float] = []
 
-    def criterion(output, target):
-        loss = torch.nn.functional.cross_entropy(output, target)  # main_moco.py:289 nn.CrossEntropyLoss
+    def recorded(output, target):  # its criterion, the value kept
+        loss = criterion(output, target)
         seen.append(loss.item())
         return loss
 
     def record():
         g = optimizer.param_groups[0]
-        vals = {"lr": g["lr"], "wd": g["weight_decay"], "wd_min": H.min_weight_decay(optimizer), "momentum": model.m}
-        state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        vals = {
+            "lr": g["lr"],
+            "wd": g["weight_decay"],
+            "wd_min": H.min_weight_decay(optimizer),
+            "momentum": model.module.m,
+        }
+        state = H.mapped(model.module.state_dict(), lambda k: k)
         records.append(H.StepRecord(seen[-1], vals, H.snapshot(state)))
 
     class Loader:
@@ -117,13 +146,15 @@ def reference_run(cfg, init):
     with H.cpu_single_process(), no_acc, contextlib.redirect_stdout(io.StringIO()):
         for epoch in range(o.epochs):
             main_moco.adjust_learning_rate(optimizer, epoch, args)
-            main_moco.train(Loader(epoch), model, criterion, optimizer, epoch, args)
+            main_moco.train(Loader(epoch), model, recorded, optimizer, epoch, args)
     return records
 
 
 def run() -> H.Comparison:
     ours = H.suite_steps(OVERRIDES, views, EPOCHS * SPE, SPE, _state, seed=7)  # 7: shuffle-BN's permutations
-    return H.compare("moco", ours.records, reference_run(ours.cfg, ours.init), LOSS_TOL, PARAM_TOL)
+    with tempfile.TemporaryDirectory(prefix="ssl-bench-parity-moco-") as tmp:
+        theirs = reference_run(ours.cfg, ours.init, Path(tmp))
+    return H.compare("moco", ours.records, theirs, LOSS_TOL, PARAM_TOL)
 
 
 @pytest.mark.skipif(H.skip_reason("moco") is not None, reason=str(H.skip_reason("moco")))

@@ -7,13 +7,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import types
+import tempfile
+import warnings
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+import torch.distributed as dist
+import torchvision
 
 from tests.parity import harness as H
-from tests.parity.test_moco import cifar_resnet18
 
 # Each recipe on a tiny backbone (ViT depth 2 at 32 px / patch 4, 3 heads; ResNet-18 with the CIFAR stem),
 # heads 256 -> 32, everything else the recipe's: optimizer, per-iteration warm-up + cosine LR (1 warm-up
@@ -87,51 +91,67 @@ def _suite_state(method, vit: bool, key_encoder: bool) -> dict[str, torch.Tensor
     return key_params if key_encoder else rest
 
 
-def reference_run(variant: str, cfg, init):
+def _flags(variant: str, cfg, data: Path) -> list[str]:
+    """The recipe as main_moco.py's flags (as CONFIG.md's ViT-S and ResNet-50 commands pass them), at the
+    harness's sizes; the LR as given (main_moco.py scales it by the batch itself)."""
+    m, o, d = cfg.method, cfg.optim, cfg.data
     vit = variant == "vit"
-    m, o, b = cfg.method, cfg.optim, cfg.backbone
+    argv = ["-a", "vit_small" if vit else "resnet18", "-b", str(BATCH), "--lr", str(o.lr), "-j", "0"]
+    argv += ["--epochs", str(o.epochs), "--warmup-epochs", str(int(o.warmup_epochs)), "--wd", str(o.weight_decay)]
+    argv += ["--momentum", str(o.momentum), "--optimizer", "adamw" if vit else "lars"]
+    argv += ["--moco-dim", str(DIM), "--moco-mlp-dim", str(HIDDEN), "--moco-m", str(m.momentum), "--moco-m-cos"]
+    argv += ["--moco-t", str(m.temperature), "--crop-min", str(d.global_scale[0]), "-p", str(10**9)]
+    return argv + (["--stop-grad-conv1"] if vit else []) + [str(data)]
+
+
+def reference_run(variant: str, cfg, init, tmp: Path):
+    """main_moco.main_worker with the recipe's flags builds MoCo_ViT / MoCo_ResNet, scales the LR and builds
+    AdamW / LARS; it is stopped where it calls train(), which then runs from the suite's weights over the
+    harness's views. Shims: the harness's tiny ViT (vit_tiny's widths, ``backbone.depth`` blocks, 32 px) as
+    its ``vit_small``, or ResNet-18 with the CIFAR stem; the harness's 1-process group for the one it
+    starts; a TensorBoard writer that keeps each step's loss."""
+    vit = variant == "vit"
+    o, b = cfg.optim, cfg.backbone
     with H.old_timm_names():
-        builder, optimizer_mod, vits, main_moco = H.import_reference(
-            "moco-v3", "moco.builder", "moco.optimizer", "vits", "main_moco"
+        vits, main_moco = H.import_reference("moco-v3", "vits", "main_moco")
+
+    def tiny_vit(**kwargs) -> torch.nn.Module:
+        return vits.VisionTransformerMoCo(
+            img_size=b.img_size,
+            patch_size=b.patch_size,
+            embed_dim=192,
+            depth=b.depth,
+            num_heads=3,
+            mlp_ratio=4,
+            qkv_bias=True,
+            norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6),
+            **kwargs,
         )
-        if vit:
-            encoder = functools.partial(
-                vits.VisionTransformerMoCo,
-                stop_grad_conv1=True,
-                img_size=b.img_size,
-                patch_size=b.patch_size,
-                embed_dim=192,
-                depth=b.depth,
-                num_heads=3,
-                mlp_ratio=4,
-                qkv_bias=True,
-                norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6),
-            )
-            model = builder.MoCo_ViT(encoder, DIM, HIDDEN, m.temperature)
-        else:
-            model = builder.MoCo_ResNet(cifar_resnet18, DIM, HIDDEN, m.temperature)
-    H.load_mapped(model, {_ref_name(k, vit): v for k, v in init.items() if _ref_name(k, vit)}, lambda k: k)
-    args = types.SimpleNamespace(
-        lr=o.lr * BATCH / 256,
-        warmup_epochs=o.warmup_epochs,
-        epochs=o.epochs,
-        moco_m=m.momentum,
-        moco_m_cos=True,
-        gpu=None,
-        rank=0,
-        print_freq=10**9,
-    )  # main_moco.py:175 args.lr = args.lr * args.batch_size / 256
-    if o.optimizer == "lars":  # main_moco.py:224-230
-        optimizer = optimizer_mod.LARS(model.parameters(), args.lr, weight_decay=o.weight_decay, momentum=o.momentum)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=o.weight_decay)
-    params = {k for k, _ in model.named_parameters()}
-    records: list[H.StepRecord] = []
+
     losses: list[float] = []
 
     class Writer:  # main_moco.train logs each step's loss here; the harness keeps it
         def add_scalar(self, name, value, step):
             losses.append(value)
+
+    args = main_moco.parser.parse_args(_flags(variant, cfg, H.image_folder(tmp, SPE * BATCH).parent))
+    args.distributed, args.rank, args.world_size = True, 0, 1
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(H.cpu_single_process())
+        stack.enter_context(H.old_timm_names())  # VisionTransformerMoCo's __init__ reads num_tokens
+        stack.enter_context(mock.patch.object(dist, "init_process_group", lambda *a, **k: None))
+        stack.enter_context(mock.patch.object(vits, "vit_small", tiny_vit))
+        stack.enter_context(mock.patch.object(torchvision.models, "resnet18", H.cifar_resnet18))
+        stack.enter_context(mock.patch.object(main_moco, "SummaryWriter", Writer))
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")  # its torch.cuda.amp.GradScaler() on a machine without CUDA: disabled
+        setup = H.setup_of(lambda: main_moco.main_worker(None, 1, args), main_moco, "train")
+    model, optimizer, scaler, writer = (setup[k] for k in ("model", "optimizer", "scaler", "summary_writer"))
+    assert not scaler.is_enabled()
+    H.load_mapped(model, {_ref_name(k, vit): v for k, v in init.items() if _ref_name(k, vit)}, lambda k: k)
+    params = {k for k, _ in model.named_parameters()}
+    records: list[H.StepRecord] = []
 
     def record(it: int) -> None:
         g = optimizer.param_groups[0]
@@ -156,10 +176,9 @@ def reference_run(variant: str, cfg, init):
                 yield views(self.epoch * SPE + i), None
             record(self.epoch * SPE + SPE - 1)
 
-    scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp32: main_moco.py's scaler is a no-op here
     with H.cpu_single_process(), contextlib.redirect_stdout(io.StringIO()):
         for epoch in range(o.epochs):
-            main_moco.train(Loader(epoch), model, optimizer, scaler, Writer(), epoch, args)
+            main_moco.train(Loader(epoch), model, optimizer, scaler, writer, epoch, args)
     return records
 
 
@@ -173,7 +192,8 @@ def run(variant: str = "vit") -> H.Comparison:
         state=lambda m: _suite_state(m, vit, key_encoder=False),
         before=lambda m: _suite_state(m, vit, key_encoder=True),
     )
-    theirs = reference_run(variant, ours.cfg, ours.init)
+    with tempfile.TemporaryDirectory(prefix="ssl-bench-parity-moco-v3-") as tmp:
+        theirs = reference_run(variant, ours.cfg, ours.init, Path(tmp))
     return H.compare(
         f"moco_v3 ({variant})", ours.records, theirs, LOSS_TOL, PARAM_TOL, apart=APART[variant], apart_tol=APART_TOL
     )

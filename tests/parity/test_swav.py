@@ -101,10 +101,7 @@ def _flags(cfg, data: Path, dump: Path) -> list[str]:
         "sync_bn": "none",  # one process: SyncBatchNorm is BatchNorm (and refuses CPU tensors)
         "dump_path": dump,
     }
-    argv = []
-    for key, value in flags.items():
-        argv += [f"--{key}", *(str(v) for v in (value if isinstance(value, list) else [value]))]
-    return argv
+    return H.argv(flags)
 
 
 def reference_run(cfg, init, tmp: Path):
