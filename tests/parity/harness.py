@@ -37,10 +37,11 @@ PINNED = {
     "swav": "06b1b7c",
     "apex": "0bfb830",
     "solo-learn": "9187ea3",
+    "deepmind-research": "82a3474",  # byol/ only, the official BYOL code (JAX)
 }
 # top-level module names the references share (``utils``, ``moco``): dropped from sys.modules around
 # each import so that two checkouts never see each other's
-_SHADOWED = ("utils", "vision_transformer", "vits", "moco", "main_dino", "main_moco", "src", "solo")
+_SHADOWED = ("utils", "vision_transformer", "vits", "moco", "main_dino", "main_moco", "src", "solo", "byol")
 
 
 def references() -> Path | None:

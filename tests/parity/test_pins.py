@@ -152,6 +152,33 @@ def test_lars_update_trust_is_the_decayed_gradient_norm():
     assert torch.allclose(w.detach(), torch.full((4, 4), 0.5 - 0.1 * 1e-3 * 2.0 * 0.5 / 2.0), rtol=0, atol=1e-9)
 
 
+# deepmind-research@82a3474 byol/utils/schedules.py learning_schedule (batch 4096, base 0.2) and target_ema
+# (0.996) over 15 steps with 5 of warm-up, as tests/parity/test_byol_official.py runs them (float32 LR there)
+BYOL_OFFICIAL = {
+    "lr": {
+        0: 0.0,
+        1: 0.64000004529953,
+        4: 2.56000018119812,
+        5: 3.200000047683716,
+        6: 3.121690511703491,
+        10: 1.600000023841858,
+        14: 0.0783095732331276,
+    },
+    "momentum": {0: 0.996, 1: 0.9960437047985324, 5: 0.997, 6: 0.9973819660112501, 10: 0.999, 14: 0.9999562952014676},
+}
+
+
+def test_byol_paper_schedules_and_lars_are_the_officials():
+    cfg = resolve(build_config(["method=byol", "preset=paper", "optim.epochs=3", "optim.warmup_epochs=1"]))
+    assert cfg.optim.lars_trust == "update" and cfg.optim.schedule_convention == "continuous"
+    lr_s, _ = optim_schedules(cfg.optim)
+    tau_s = build_method(cfg).schedules()["momentum"]
+    for step, want in BYOL_OFFICIAL["lr"].items():
+        assert lr_s(step, 5, 15) == pytest.approx(want, rel=1e-7, abs=1e-15), step
+    for step, want in BYOL_OFFICIAL["momentum"].items():
+        assert tau_s(step, 5, 15) == pytest.approx(want, rel=1e-12), step
+
+
 def test_swav_paper_projects_all_crops_together_and_adapts_every_parameter():
     """src/resnet50.py:308-322: the backbone per crop size, the projector once over every crop (its
     BatchNorm steps once a step, over global and local crops alike); LARC adapts and decays every
