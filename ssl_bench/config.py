@@ -186,6 +186,10 @@ class OptimConfig:
     # lars: the trust ratio's denominator. sum: |g| + wd |w| (lightly, solo-learn, apex LARC); update:
     # |g + wd w|, the norm of the decayed gradient (moco-v3 moco/optimizer.py:27-35)
     lars_trust: str = choice("sum", ["sum", "update"])
+    # lars: where the LR enters. after: p -= lr * buf, buf = m buf + d (PyTorch's SGD, lightly, solo-learn);
+    # inside: p -= buf, buf = m buf + lr d, each step's LR kept in the buffer (SimCLR tf2/lars_optimizer.py
+    # classic_momentum, the TF1 MomentumOptimizer's form); the two part whenever the LR changes
+    lars_momentum_lr: str = choice("after", ["after", "inside"])
     # stop the run when a parameter's norm exceeds this (weights exploding while the loss stays finite);
     # 0 disables. Healthy runs stay orders of magnitude below (a ViT-S weight matrix: ~15)
     max_param_norm: float = 1.0e4

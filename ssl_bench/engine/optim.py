@@ -24,11 +24,14 @@ class LARS(_LightlyLARS):
     without reading any norm on the host: lightly's ``if p_norm != 0 and g_norm != 0`` waits for the GPU
     twice per parameter and step (ResNet-50: ~110 waits a step). Equal to lightly's step (test)."""
 
-    def __init__(self, params, lr: float, clip_lr: bool = False, trust: str = "sum", **kwargs) -> None:
+    def __init__(
+        self, params, lr: float, clip_lr: bool = False, trust: str = "sum", momentum_lr: str = "after", **kwargs
+    ) -> None:
         super().__init__(params, lr=lr, **kwargs)
         for g in self.param_groups:
             g.setdefault("clip_lr", clip_lr)
             g.setdefault("trust", trust)
+            g.setdefault("momentum_lr", momentum_lr)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -59,6 +62,9 @@ class LARS(_LightlyLARS):
                 # d = trust * (g + wd * w) where ok, else g: per-parameter factors, no branch on the host
                 d = torch._foreach_mul(grads, list(torch.where(ok, trust, 1.0).unbind()))
                 torch._foreach_add_(d, torch._foreach_mul(params, list(torch.where(ok, trust * wd, 0.0).unbind())))
+            inside = group["momentum_lr"] == "inside"  # SimCLR: the buffer accumulates lr * d
+            if inside:
+                d = torch._foreach_mul(d, lr)
             if mom != 0:
                 states = [self.state[p] for p in params]
                 old = [i for i, st in enumerate(states) if "momentum_buffer" in st]
@@ -71,7 +77,7 @@ class LARS(_LightlyLARS):
                         st["momentum_buffer"] = torch.clone(d[i]).detach()
                 bufs = [st["momentum_buffer"] for st in states]
                 d = torch._foreach_add(d, bufs, alpha=mom) if group["nesterov"] else bufs
-            torch._foreach_add_(params, d, alpha=-lr)
+            torch._foreach_add_(params, d, alpha=-1.0 if inside else -lr)
         return loss
 
 
@@ -112,6 +118,7 @@ def make_optimizer(o: OptimConfig, method: nn.Module) -> torch.optim.Optimizer:
             trust_coefficient=o.lars_eta,
             clip_lr=o.lars_clip_lr,
             trust=o.lars_trust,
+            momentum_lr=o.lars_momentum_lr,
         )
     beta1, beta2 = o.betas
     return torch.optim.AdamW(groups, lr=0.0, betas=(beta1, beta2), foreach=True)

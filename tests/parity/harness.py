@@ -38,6 +38,7 @@ PINNED = {
     "apex": "0bfb830",
     "solo-learn": "9187ea3",
     "deepmind-research": "82a3474",  # byol/ only, the official BYOL code (JAX)
+    "simclr": "383d414",  # google-research/simclr, its tf2/ code (TensorFlow)
 }
 # top-level module names the references share (``utils``, ``moco``): dropped from sys.modules around
 # each import so that two checkouts never see each other's

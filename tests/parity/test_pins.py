@@ -179,6 +179,24 @@ def test_byol_paper_schedules_and_lars_are_the_officials():
         assert tau_s(step, 5, 15) == pytest.approx(want, rel=1e-12), step
 
 
+def test_simclr_paper_lars_keeps_each_steps_lr_in_the_buffer():
+    """tf2/lars_optimizer.py classic momentum: v = m v + lr * trust * (g + wd w), w -= v; with two LRs in a
+    row the second step moves by lr2 d2 + m lr1 d1, where PyTorch's form moves by lr2 (d2 + m d1)."""
+    cfg = resolve(build_config(["method=simclr", "preset=paper"]))
+    assert (cfg.optim.lars_trust, cfg.optim.lars_momentum_lr, cfg.optim.schedule_convention) == (
+        "update",
+        "inside",
+        "continuous",
+    )
+    w = torch.nn.Parameter(torch.zeros(3))  # a 1-D parameter: no decay, no adaptation (group weight_decay 0)
+    opt = LARS([{"params": [w], "weight_decay": 0.0}], lr=1.0, momentum=0.9, momentum_lr="inside")
+    for lr, grad in ((0.1, 1.0), (0.5, 2.0)):
+        opt.param_groups[0]["lr"] = lr
+        w.grad = torch.full((3,), grad)
+        opt.step()
+    assert torch.allclose(w.detach(), torch.full((3,), -(0.5 * 2.0 + 0.9 * 0.1 * 1.0) - 0.1 * 1.0))
+
+
 def test_swav_paper_projects_all_crops_together_and_adapts_every_parameter():
     """src/resnet50.py:308-322: the backbone per crop size, the projector once over every crop (its
     BatchNorm steps once a step, over global and local crops alike); LARC adapts and decays every
