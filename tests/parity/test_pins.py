@@ -15,7 +15,7 @@ from ssl_bench.data.multicrop import crop_policy
 from ssl_bench.engine.optim import LARS, make_optimizer
 from ssl_bench.engine.step import make_train_step, optim_schedules
 from ssl_bench.engine.train import build_method, resolve
-from tests.parity import test_dino, test_moco, test_moco_v3, test_solo_learn, test_swav
+from tests.parity import test_byol_official, test_dino, test_moco, test_moco_v3, test_solo_learn, test_swav
 
 # facebookresearch/dino utils.cosine_scheduler and DINOLoss.teacher_temp_schedule for tests/parity/test_dino.py's
 # run (3 epochs x 5 steps, 1 warm-up epoch, batch 16): read from the reference's own arrays
@@ -195,6 +195,20 @@ def test_simclr_paper_lars_keeps_each_steps_lr_in_the_buffer():
         w.grad = torch.full((3,), grad)
         opt.step()
     assert torch.allclose(w.detach(), torch.full((3,), -(0.5 * 2.0 + 0.9 * 0.1 * 1.0) - 0.1 * 1.0))
+
+
+def test_byol_paper_forwards_each_view_on_its_own():
+    """byol_experiment.py:182-185 applies the online and target networks to view1 and view2 one at a time:
+    every BatchNorm of both networks steps twice per step."""
+    cfg = resolve(build_config(["method=byol", "preset=paper", *test_byol_official.OVERRIDES[2:]]))
+    method = build_method(cfg)
+    opt = make_optimizer(cfg.optim, method)
+    step_fn = make_train_step(cfg, method, opt, 1, torch.device("cpu"))
+    method.train()
+    g = torch.Generator().manual_seed(0)
+    step_fn([torch.randn(4, 3, 32, 32, generator=g) for _ in range(2)], 0, 0)
+    bns = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) > 20 and all(int(bn.num_batches_tracked) == 2 for bn in bns)
 
 
 def test_swav_paper_projects_all_crops_together_and_adapts_every_parameter():
