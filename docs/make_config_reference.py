@@ -48,6 +48,8 @@ def _section(prefix: str, cls, lines: list[str]) -> None:
         key = f"{prefix}.{f.name}" if prefix else f.name
         choices = f.metadata.get("choices")
         note = notes.get(f.name, "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
+        rng = f.metadata.get("range")
+        note += f" Valid: {rng.describe()}." if rng is not None else ""
         lines.append(f"| `{key}` | `{_default(f)}` | {note.replace('|', '/')} |")
         value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(value):

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig, choice
+from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.methods.base import (
     BackboneHead,
@@ -30,8 +30,8 @@ class BYOLConfig:
     symmetric negative-cosine loss, no negatives."""
 
     name: str = "byol"
-    hidden_dim: int = 4096
-    out_dim: int = 256
+    hidden_dim: int = bounded(4096, 1)
+    out_dim: int = bounded(256, 1)
     momentum: float = 0.996
     momentum_end: float = 1.0  # cosine end point; below 1 keeps a short run's target tracking the online net
     n_local: int = 0

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig, choice
+from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
@@ -40,9 +40,9 @@ class DINOConfig:
     """
 
     name: str = "dino"
-    out_dim: int = 65536
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
+    out_dim: int = bounded(65536, 1)
+    hidden_dim: int = bounded(2048, 1)
+    bottleneck_dim: int = bounded(256, 1)
     use_bn_in_head: bool = False
     norm_last_layer: bool = True
     momentum_teacher: float = 0.996

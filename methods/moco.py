@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ssl_bench import dist as D
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig, choice
+from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
@@ -55,8 +55,8 @@ class MoCoConfig:
 
     name: str = "moco"
     version: int = choice(2, [2, 3])
-    hidden_dim: Optional[int] = None  # 2048 (v2) / 4096 (v3)
-    out_dim: Optional[int] = None  # 128 (v2) / 256 (v3)
+    hidden_dim: Optional[int] = bounded(None, 1)  # 2048 (v2) / 4096 (v3)
+    out_dim: Optional[int] = bounded(None, 1)  # 128 (v2) / 256 (v3)
     temperature: Optional[float] = None  # 0.2 (v2; v3 ViT) / 1.0 (v3 ResNet)
     proj_layers: Optional[int] = None  # 2 (v2; v3 ResNet) / 3 (v3 ViT)
     queue_size: int = 65536  # v2 only

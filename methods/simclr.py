@@ -11,7 +11,7 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig, choice
+from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.methods.base import Method, StepState
 from ssl_bench.registry import register_method
@@ -23,8 +23,8 @@ class SimCLRConfig:
     global batch. Temperature 0.5 is the paper's CIFAR setting (0.1-0.2 for ImageNet, Table 5/B.7)."""
 
     name: str = "simclr"
-    hidden_dim: int = 2048
-    out_dim: int = 128
+    hidden_dim: int = bounded(2048, 1)
+    out_dim: int = bounded(128, 1)
     temperature: float = 0.5
     n_local: int = 0
     # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step

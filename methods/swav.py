@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ssl_bench import dist as D
 from ssl_bench.backbones import build_backbone
-from ssl_bench.config import BackboneConfig
+from ssl_bench.config import BackboneConfig, bounded
 from ssl_bench.data.multicrop import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method, StepState, ring_enqueue
@@ -32,9 +32,9 @@ class SwAVConfig:
     equipartition spans more samples than the batch holds."""
 
     name: str = "swav"
-    hidden_dim: int = 2048
-    out_dim: int = 128
-    n_prototypes: int = 3000
+    hidden_dim: int = bounded(2048, 1)
+    out_dim: int = bounded(128, 1)
+    n_prototypes: int = bounded(3000, 1)
     temperature: float = 0.1
     sinkhorn_iterations: int = 3
     sinkhorn_epsilon: float = 0.05

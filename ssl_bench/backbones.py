@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.config import BackboneConfig, choice
+from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.errors import ConfigError
 from ssl_bench.registry import BACKBONES, register_backbone
 
@@ -46,9 +46,9 @@ class Backbone(nn.Module):
 class ViTConfig(BackboneConfig):
     """timm VisionTransformer; ``dynamic_img_size`` lets local crops of another size through."""
 
-    patch_size: int = 16
-    depth: Optional[int] = None  # None: the architecture's depth (12)
-    num_heads: Optional[int] = None  # None: the architecture's (timm vit_small: 6; MoCo v3's ViT-S: 12)
+    patch_size: int = bounded(16, 1)
+    depth: Optional[int] = bounded(None, 1)  # None: the architecture's depth (12)
+    num_heads: Optional[int] = bounded(None, 1)  # None: the architecture's (timm vit_small: 6; MoCo v3's ViT-S: 12)
     drop_path_rate: float = 0.1
     # position embeddings of crops of another size (local crops): timm (resample_abs_pos_embed to the exact
     # grid) or dino (DINO vision_transformer.py:174-194 interpolate_pos_encoding: bicubic by scale factor
@@ -57,6 +57,14 @@ class ViTConfig(BackboneConfig):
     # the target network's (DINO teacher, BYOL target, MoCo key encoder): the references build it
     # without stochastic depth (DINO main_dino.py: vits.__dict__[arch](patch_size) for the teacher)
     target_drop_path_rate: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        if self.img_size % self.patch_size:
+            raise ConfigError(
+                f"bad value for 'backbone.patch_size': {self.patch_size} with backbone.img_size={self.img_size}; "
+                "valid: a divisor of the image size (a ViT cuts whole patches)"
+            )
 
 
 @dataclass

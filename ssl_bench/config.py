@@ -9,6 +9,7 @@ allowed. Code receives the typed dataclasses, never raw dicts.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,6 +27,62 @@ from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 def choice(default: Any, choices: list, help: str = "") -> Any:
     """A dataclass field whose value must be one of ``choices`` (checked after the merge)."""
     return field(default=default, metadata={"choices": choices, "help": help})
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field accepts: ``lo`` / ``hi`` bounds (None: unbounded), open or closed; for a list
+    field, every entry, and at least one entry."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:  # NaN
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        return f"{'<' if self.hi_open else '<='} {num(self.hi)}"  # type: ignore[arg-type]
+
+
+def bounded(
+    default: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    note: str = "",
+) -> Any:
+    """A numeric field (or list of numbers) checked against its :class:`Range` after the merge; ``note``
+    is added to the error (what the value means). None passes where the field is optional."""
+    rng = Range(lo, hi, lo_open, hi_open)
+    meta = {"range": rng, "note": note}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_range(key: str, value: Any, rng: Range, note: str) -> None:
+    if value is None:
+        return
+    entries = value if isinstance(value, list) else [value]
+    if entries and all(rng.holds(v) for v in entries):
+        return
+    what = f"a non-empty list of numbers {rng.describe()}" if isinstance(value, list) else rng.describe()
+    raise ConfigError(f"bad value for {key!r}: {value!r}; valid: {what}{f' ({note})' if note else ''}")
 
 
 @dataclass
@@ -128,7 +185,7 @@ class DataConfig:
 
     def check(self) -> None:
         ranges = [
-            ("n_global", self.n_global, 1),
+            ("n_global", self.n_global, 2),  # every method pairs two global views
             ("n_local", self.n_local, 0),
             ("global_size", self.global_size, 1),
             ("local_size", self.local_size, 1),
@@ -212,6 +269,16 @@ class OptimConfig:
         for key, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"bad value for 'optim.{key}': {getattr(self, key)}; valid: {valid}")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(
+                f"bad value for 'optim.warmup_epochs': {self.warmup_epochs}; valid: <= optim.epochs ({self.epochs}),"
+                " the warm-up is part of the run"
+            )
+        if self.min_lr > self.lr:
+            raise ConfigError(
+                f"bad value for 'optim.min_lr': {self.min_lr}; valid: <= optim.lr ({self.lr}), the LR the cosine "
+                "decays from"
+            )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"bad value for 'optim.betas': {self.betas}; valid: two numbers in [0, 1)")
 
@@ -225,43 +292,37 @@ class EvalConfig:
     # and the probe's training set, its test split the queries): needed after unlabelled pre-training
     dataset: Optional[str] = None
     data_root: Optional[str] = None
-    knn_k: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
-    knn_temperature: float = 0.07
-    knn_every: int = 0  # >0: also run k-NN every N epochs
-    batch_size: int = 256
+    knn_k: list[int] = bounded([10, 20, 100, 200], 1, note="neighbours")
+    knn_temperature: float = bounded(0.07, 0, lo_open=True, note="the vote's softmax temperature; DINO: 0.07")
+    knn_every: int = bounded(0, 0)  # >0: also run k-NN every N epochs
+    batch_size: int = bounded(256, 1)
     baseline: bool = True  # also evaluate the same backbone at random init (same seed)
     # test-time preprocessing of k-NN and linear features: resize the short side to size / crop_fraction,
     # centre-crop size. DINO eval_knn.py / eval_linear.py: Resize(256, bicubic) + CenterCrop(224), i.e.
     # crop_fraction 0.875 (the paper recipes); 1.0 with bilinear is a plain resize (CIFAR at 32 px: none)
-    crop_fraction: float = 1.0
+    crop_fraction: float = bounded(1.0, 0, 1, lo_open=True, note="DINO: 0.875")
     interpolation: str = choice("bilinear", ["bilinear", "bicubic"])
     # linear probe: logistic regression on cached frozen features, C chosen on a held-out 10% of train
     linear_avgpool: bool = False  # ViT: concatenate the mean patch token to the CLS token (DINO's option)
     # ViT: >0 concatenates the (normed) CLS tokens of the last N blocks (DINO eval_linear.py n_last_blocks:
     # 4 for ViT-S, 1 for ViT-B); 0: the encoder's output
-    linear_last_blocks: int = 0
-    linear_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    linear_last_blocks: int = bounded(0, 0)
+    linear_c_grid: list[float] = bounded([0.01, 0.1, 1.0, 10.0], 0, lo_open=True, note="inverse regularisations")
     # who solves the logistic regression: scikit-learn (CPU), torch's L-BFGS on the training device (same
     # objective), or auto: torch on a GPU, scikit-learn on the CPU
     linear_solver: str = choice("auto", ["auto", "sklearn", "torch"])
     linear_augmented: bool = False  # paper-grade path: SGD on random-resized-crop + flip inputs
-    linear_epochs: int = 10  # augmented path only
-    linear_lr: float = 0.01  # augmented path only, per 256 images
+    linear_epochs: int = bounded(10, 1)  # augmented path only
+    linear_lr: float = bounded(0.01, 0, lo_open=True)  # augmented path only, per 256 images
     # segmentation: a folder of images/ + masks/ pairs (binary foreground) or "voc" (torchvision VOC 2012)
     seg_root: Optional[str] = None
     # images are resized to this (square, a multiple of the patch size); None: 14 patches a side for a
     # ViT (DINO's attention maps: 224 px at /16), 224 px otherwise
-    seg_size: Optional[int] = None
-    seg_mass: float = 0.6  # attention Jaccard keeps the smallest patch set holding this attention mass
-    seg_train_fraction: float = 0.5  # linear patch probe: first fraction of sorted pairs trains, rest tests
-
-    def check(self) -> None:
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ConfigError(f"bad value for 'eval.crop_fraction': {self.crop_fraction}; valid: (0, 1] (DINO: 0.875)")
-        if self.linear_last_blocks < 0:
-            raise ConfigError(f"bad value for 'eval.linear_last_blocks': {self.linear_last_blocks}; valid: >= 0")
-        if self.seg_size is not None and self.seg_size < 1:
-            raise ConfigError(f"bad value for 'eval.seg_size': {self.seg_size}; valid: a positive size or null")
+    seg_size: Optional[int] = bounded(None, 1)
+    # attention Jaccard keeps the smallest patch set holding this attention mass (1: every patch)
+    seg_mass: float = bounded(0.6, 0, 1, lo_open=True, hi_open=True, note="a fraction of the attention mass")
+    # linear patch probe: first fraction of sorted pairs trains, rest tests
+    seg_train_fraction: float = bounded(0.5, 0, 1, lo_open=True, hi_open=True)
 
 
 @dataclass
@@ -335,30 +396,53 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = bounded(0, 0, 2**32 - 1, note="NumPy's seed range")
     # fp16: autocast to float16 with a gradient scaler (GPUs without bf16); bf16 needs no scaler
     precision: str = choice("fp32", ["fp32", "bf16", "fp16"])
     device: str = choice("auto", ["auto", "cpu", "cuda"])
-    threads: int = 0  # >0: torch.set_num_threads
+    threads: int = bounded(0, 0)  # >0: torch.set_num_threads
     run_dir: Optional[str] = None  # default: a fresh folder under results_root
     results_root: str = "results/runs"
     resume: str = choice("never", ["never", "auto"])
-    checkpoint_every_steps: int = 0  # >0: also checkpoint every N steps (resume mid-epoch)
+    checkpoint_every_steps: int = bounded(0, 0)  # >0: also checkpoint every N steps (resume mid-epoch)
     deterministic: bool = False
     compile: bool = False  # torch.compile every backbone (in place; checkpoints keep their keys)
     keep_cpu_memory: bool = True  # glibc: keep freed memory in the heap (no page faults per step); process-wide
     progress: bool = True
     launcher: str = choice("local", ["local", "slurm"])
-    nproc: int = 1  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
+    nproc: int = bounded(1, 1)  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
     wait: bool = False  # launcher=slurm: block until the job ends, streaming its progress
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
     weights: Optional[str] = None  # set by `eval weights=FILE`: the run scores these weights, it trains nothing
 
+    def check(self) -> None:
+        patch = getattr(self.backbone, "patch_size", None)  # ViTs cut whole patches of every crop
+        for key in ("global_size", "local_size"):
+            size = getattr(self.data, key)
+            if patch and size is not None and size % patch:
+                raise ConfigError(
+                    f"bad value for 'data.{key}': {size} with backbone.patch_size={patch}; valid: a multiple of "
+                    "the patch size"
+                )
+        cores = os.cpu_count() or 1
+        if self.launcher == "local" and self.nproc > cores:
+            raise ConfigError(
+                f"bad value for 'nproc': {self.nproc}; valid: 1 to {cores}, the CPU cores of this machine "
+                "(launcher=local starts every process here)"
+            )
+        if self.launcher == "local" and self.optim.batch_size % self.nproc:
+            raise ConfigError(
+                f"bad value for 'optim.batch_size': {self.optim.batch_size} with nproc={self.nproc}; valid: a "
+                "multiple of nproc (each process takes an equal share of the global batch)"
+            )
+
 
 def _validate(obj: Any, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if "range" in f.metadata:
+            _check_range(f"{prefix}{f.name}", value, f.metadata["range"], f.metadata["note"])
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(f"bad value for {prefix}{f.name!r}: {value!r}; valid: {', '.join(map(str, choices))}")
@@ -427,6 +511,11 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
     if run_cfg.dataset not in DATASETS:
         DATASETS.get(run_cfg.dataset)  # raises a UserError naming the valid datasets
     for name in run_cfg.eval.evals:
+        if not isinstance(name, str):
+            valid = ", ".join(EVALS.names())
+            raise ConfigError(
+                f"bad value for 'eval.evals': {run_cfg.eval.evals!r}; valid: a list of names from {valid}"
+            )
         EVALS.get(name)  # raises a UserError naming the valid evals
     _validate(run_cfg)
     return run_cfg

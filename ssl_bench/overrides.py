@@ -18,7 +18,11 @@ def expand_shorthand(item: str) -> str:
     """``evals=knn,linear`` -> ``eval.evals=[knn,linear]``; anything else unchanged. The one place the
     shorthand is read (run, sweep, ablate, eval run=, eval weights=)."""
     key, sep, value = item.partition("=")
-    return f"eval.evals=[{value}]" if sep and key == "evals" else item
+    if not (sep and key == "evals"):
+        return item
+    value = value.strip()
+    listed = value.startswith("[") and value.endswith("]")  # evals=[knn,linear] as well as evals=knn,linear
+    return f"eval.evals={value}" if listed else f"eval.evals=[{value}]"
 
 
 def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -123,13 +123,58 @@ def test_hostile_cluster_values_are_refused(preset, key, tmp_path, capsys):
         ("data.global_scale=[1.0,0.2]", "data.global_scale"),
         ("optim.lr=-0.1", "optim.lr"),
         ("data.aug.jitter_p=1.5", "data.aug.jitter_p"),
+        ("eval.knn_temperature=0", "eval.knn_temperature"),
+        ("eval.knn_k=[0]", "eval.knn_k"),
+        ("eval.knn_k=[-5]", "eval.knn_k"),
+        ("eval.knn_k=[]", "eval.knn_k"),
+        ("eval.seg_mass=2", "eval.seg_mass"),
+        ("eval.linear_epochs=0", "eval.linear_epochs"),
+        ("eval.batch_size=0", "eval.batch_size"),
+        ("eval.linear_c_grid=[]", "eval.linear_c_grid"),
+        ("eval.linear_c_grid=[-1]", "eval.linear_c_grid"),
+        ("eval.evals=[[knn]]", "eval.evals"),
+        ("checkpoint_every_steps=-1", "checkpoint_every_steps"),
+        ("optim.warmup_epochs=100", "optim.warmup_epochs"),
+        ("optim.min_lr=1", "optim.min_lr"),
+        ("threads=-1", "threads"),
+        ("nproc=0", "nproc"),
+        ("nproc=100000", "nproc"),
+        ("nproc=2 optim.batch_size=3", "optim.batch_size"),
+        ("seed=-1", "seed"),
+        ("seed=1099511627776", "seed"),
+        ("seed=18446744073709551616", "seed"),
+        ("backbone.patch_size=7", "backbone.patch_size"),
+        ("data.global_size=1", "data.global_size"),
+        ("backbone.depth=0", "backbone.depth"),
+        ("method.out_dim=0", "method.out_dim"),
+        ("data.n_global=1", "data.n_global"),
     ],
 )
 def test_numeric_keys_are_range_checked(override, key, tmp_path, capsys):
-    assert main(["run", override, f"results_root={tmp_path / 'runs'}"]) == 2
+    assert main(["run", *override.split(), f"results_root={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err and "valid" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_evals_shorthand_takes_a_list_as_well():
+    from ssl_bench.config import build_config
+
+    assert build_config(["evals=[knn,linear]"]).eval.evals == build_config(["evals=knn,linear"]).eval.evals
+    assert build_config(["evals=[]"]).eval.evals == []
+
+
+def test_threads_above_the_cores_are_named(caplog):
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.setup import prepare_process
+
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level("WARNING"):
+            prepare_process(build_config([f"threads={(os.cpu_count() or 1) + 1}"]))
+    finally:
+        torch.set_num_threads(before)
+    assert any("exceeds" in r.getMessage() and "CPU cores" in r.getMessage() for r in caplog.records)
 
 
 def test_a_diverging_run_stops_at_the_step_with_one_line(tiny, tmp_path, capsys):

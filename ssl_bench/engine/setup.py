@@ -3,6 +3,8 @@ same initial weights) and its distributed / compiled form."""
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 from dataclasses import dataclass, replace
 
@@ -19,6 +21,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method
 from ssl_bench.registry import METHODS
 from ssl_bench.results import RunDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +83,14 @@ def prepare_process(cfg: RunConfig) -> RunConfig:
 
     cfg = resolve(cfg)
     if cfg.threads > 0:
+        cores = os.cpu_count() or 1
+        if cfg.threads > cores and D.is_main():  # oversubscribed threads spin against each other
+            log.warning(
+                "threads=%d exceeds the %d CPU cores here: compute threads will wait on each other "
+                "(threads=0 uses every core)",
+                cfg.threads,
+                cores,
+            )
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
