@@ -157,21 +157,21 @@ class DataConfig:
     # sub-folders is unlabelled: pre-training only, evaluated on eval.dataset
     train_split: str = "train"
     test_split: Optional[str] = None
-    n_global: int = 2
-    n_local: Optional[int] = None  # None: the method's default (its paper's setting)
-    global_size: Optional[int] = None  # None: backbone.img_size
-    local_size: Optional[int] = None  # None: global_size // 2
+    n_global: int = bounded(2, 2, note="every method pairs two global views")
+    n_local: Optional[int] = bounded(None, 0)  # None: the method's default (its paper's setting)
+    global_size: Optional[int] = bounded(None, 1)  # None: backbone.img_size
+    local_size: Optional[int] = bounded(None, 1)  # None: global_size // 2
     global_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
     blur: bool = True  # false: no blur on any crop, whatever data.aug says (CIFAR recipes drop it)
     solarize: bool = True  # false: no solarisation on any crop
     aug: AugConfig = field(default_factory=AugConfig)
-    train_per_class: int = 0  # >0: the first N sorted files of each class (the protocol's subset)
-    test_per_class: int = 0
+    train_per_class: int = bounded(0, 0)  # >0: the first N sorted files of each class (the protocol's subset)
+    test_per_class: int = bounded(0, 0)
     # >0: evaluate on a validation split instead of test/: the next N files of each train/ class after
     # the first train_per_class (PROTOCOL.md: tune on train images outside the pre-training subset)
-    val_per_class: int = 0
-    num_workers: int = 0  # measured: on 2 cores a worker process slows training (see README)
+    val_per_class: int = bounded(0, 0)
+    num_workers: int = bounded(0, 0)  # measured: on 2 cores a worker process slows training (see README)
     # true: the loader ships uint8 crops (4x fewer bytes through worker queues and to the GPU) and the
     # engine converts and normalises them on the device
     normalize_on_device: bool = False
@@ -181,23 +181,9 @@ class DataConfig:
     # data.augment=device: the size the loader brings images to (None: global_size). Small images of
     # one size can ship at their own size (32 for CIFAR): at 224 px crops that is 49x fewer bytes per
     # image and no upsampling in the workers; the crops are resized on the device either way
-    device_load_size: Optional[int] = None
+    device_load_size: Optional[int] = bounded(None, 1)
 
     def check(self) -> None:
-        ranges = [
-            ("n_global", self.n_global, 2),  # every method pairs two global views
-            ("n_local", self.n_local, 0),
-            ("global_size", self.global_size, 1),
-            ("local_size", self.local_size, 1),
-            ("train_per_class", self.train_per_class, 0),
-            ("test_per_class", self.test_per_class, 0),
-            ("val_per_class", self.val_per_class, 0),
-            ("num_workers", self.num_workers, 0),
-            ("device_load_size", self.device_load_size, 1),
-        ]
-        for key, value, low in ranges:
-            if value is not None and value < low:
-                raise ConfigError(f"bad value for 'data.{key}': {value}; valid: >= {low}")
         for key in ("global_scale", "local_scale"):
             lo_hi = getattr(self, key)
             if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
@@ -209,17 +195,18 @@ class OptimConfig:
     """Optimiser, LR rule and schedules: linear warm-up + cosine LR, cosine weight decay. The schema
     defaults are DINO's AdamW (``main_dino.py``); each method's recipe sets its own."""
 
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 5e-4  # the base LR; lr_scaling turns it into the run's peak LR
+    epochs: int = bounded(4, 1)
+    batch_size: int = bounded(128, 1)
+    lr: float = bounded(5e-4, 0)  # the base LR; lr_scaling turns it into the run's peak LR
     # linear: lr * batch / 256 (Goyal et al. 2017; DINO, BYOL, MoCo, SwAV); sqrt: lr * sqrt(batch)
     # (SimCLR App. B.1 with LARS); none: lr as given
     lr_scaling: str = choice("linear", ["linear", "sqrt", "none"])
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    warmup_start_lr: float = 0.0  # the LR of the warm-up's first step, absolute like min_lr (SwAV --start_warmup)
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
+    min_lr: float = bounded(1e-6, 0)
+    warmup_epochs: float = bounded(1.0, 0)
+    # the LR of the warm-up's first step, absolute like min_lr (SwAV --start_warmup)
+    warmup_start_lr: float = bounded(0.0, 0)
+    weight_decay: float = bounded(0.04, 0)
+    weight_decay_end: float = bounded(0.4, 0)
     # the arithmetic of the warm-up and cosine end points (LR, weight decay and the methods' own schedules
     # such as EMA momentum), one per reference (ssl_bench/schedules.py): endpoints (the suite's), linspace
     # (DINO, SwAV), continuous (MoCo v3); each paper recipe names its reference's
@@ -229,16 +216,16 @@ class OptimConfig:
     # false: no weight decay (nor LARS adaptation) on biases and norm parameters (DINO, SimCLR, BYOL);
     # true: decay every parameter, as MoCo v2's SGD and MoCo v3's AdamW are built (model.parameters())
     decay_norm_and_bias: bool = False
-    clip_grad: float = 3.0  # 0 disables
+    clip_grad: float = bounded(3.0, 0, note="0 disables")
     # global: one norm over all gradients; param: each parameter's gradient clipped to clip_grad on its
     # own (DINO ``utils.clip_gradients``)
     clip_mode: str = choice("global", ["global", "param"])
     optimizer: str = choice("adamw", ["adamw", "sgd", "lars"])
-    momentum: float = 0.9  # sgd, lars
+    momentum: float = bounded(0.9, 0, 1, hi_open=True)  # sgd, lars
     nesterov: bool = False  # sgd, lars
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     # lars: trust coefficient (eta) and solo-learn's clip_lr (the adapted LR never exceeds the scheduled one)
-    lars_eta: float = 0.001
+    lars_eta: float = bounded(0.001, 0, lo_open=True)
     lars_clip_lr: bool = False
     # lars: the trust ratio's denominator. sum: |g| + wd |w| (lightly, solo-learn, apex LARC); update:
     # |g + wd w|, the norm of the decayed gradient (moco-v3 moco/optimizer.py:27-35)
@@ -249,26 +236,9 @@ class OptimConfig:
     lars_momentum_lr: str = choice("after", ["after", "inside"])
     # stop the run when a parameter's norm exceeds this (weights exploding while the loss stays finite);
     # 0 disables. Healthy runs stay orders of magnitude below (a ViT-S weight matrix: ~15)
-    max_param_norm: float = 1.0e4
+    max_param_norm: float = bounded(1.0e4, 0, note="0 disables")
 
     def check(self) -> None:
-        checks = [
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", self.lr >= 0, ">= 0"),
-            ("min_lr", self.min_lr >= 0, ">= 0"),
-            ("warmup_start_lr", self.warmup_start_lr >= 0, ">= 0"),
-            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("weight_decay_end", self.weight_decay_end >= 0, ">= 0"),
-            ("clip_grad", self.clip_grad >= 0, ">= 0 (0 disables)"),
-            ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
-            ("lars_eta", self.lars_eta > 0, "> 0"),
-            ("max_param_norm", self.max_param_norm >= 0, ">= 0 (0 disables)"),
-        ]
-        for key, ok, valid in checks:
-            if not ok:
-                raise ConfigError(f"bad value for 'optim.{key}': {getattr(self, key)}; valid: {valid}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(
                 f"bad value for 'optim.warmup_epochs': {self.warmup_epochs}; valid: <= optim.epochs ({self.epochs}),"
@@ -330,11 +300,7 @@ class LogConfig:
     """Where training metrics go besides ``train.jsonl`` (one line per epoch)."""
 
     tensorboard: bool = False  # scalars per step and per epoch under <run_dir>/tensorboard (pip install tensorboard)
-    every_steps: int = 10  # per-step scalars every N steps (each costs a device-to-host copy of the loss)
-
-    def check(self) -> None:
-        if self.every_steps < 1:
-            raise ConfigError(f"bad value for 'log.every_steps': {self.every_steps}; valid: >= 1")
+    every_steps: int = bounded(10, 1)  # per-step scalars every N steps (each costs a device-to-host copy of the loss)
 
 
 @dataclass
@@ -438,11 +404,22 @@ class RunConfig:
             )
 
 
+def _range_meta(obj: Any, name: str) -> dict:
+    """The range of field ``name``, from the nearest class that declares one: a subclass that only
+    changes the default (``ViTTinyConfig.patch_size = 4``) keeps its base's range."""
+    for cls in type(obj).__mro__:
+        f = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if f is not None and "range" in f.metadata:
+            return dict(f.metadata)
+    return {}
+
+
 def _validate(obj: Any, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if "range" in f.metadata:
-            _check_range(f"{prefix}{f.name}", value, f.metadata["range"], f.metadata["note"])
+        meta = _range_meta(obj, f.name)
+        if meta:
+            _check_range(f"{prefix}{f.name}", value, meta["range"], meta["note"])
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(f"bad value for {prefix}{f.name!r}: {value!r}; valid: {', '.join(map(str, choices))}")
