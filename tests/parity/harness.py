@@ -60,6 +60,15 @@ def skip_reason(name: str) -> str | None:
     return None
 
 
+def needs_reason(modules: tuple[str, ...], what: str, name: str) -> str | None:
+    """Why a comparison with the ``name`` checkout, whose code needs the packages ``modules``, cannot run
+    here (None: it can)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed ({what}; docs/parity.md)"
+    return skip_reason(name)
+
+
 def _drop_shadowed() -> dict:
     gone = {}
     for key in list(sys.modules):
@@ -407,3 +416,30 @@ def suite_steps(
         vals = {k: float(v) for k, v in values.items()} | {"lr": lr, "wd": wd, "wd_min": min_weight_decay(opt)}
         records.append(StepRecord(out["loss"].item(), vals, {**snapshot(state(method)), **pre}))
     return SuiteRun(cfg, method, init, records)
+
+
+def lars_against(
+    cfg, method: torch.nn.Module, theirs: Callable[[float, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+) -> None:
+    """The suite's optimizer for ``cfg`` against an official LARS over ``method``'s trainable parameters
+    (fp64): 8 steps of the same gradients (scaled 1e-2, 1e-1, 1 in turn: below and above the decay
+    term) at LRs 0.5, 1, 1.5 in turn. ``theirs(lr, grads)`` steps the official optimizer and returns its
+    parameters by suite name; every parameter agrees to 1e-12 after every step."""
+    opt = make_optimizer(cfg.optim, method)
+    named = {n: p for n, p in method.named_parameters() if p.requires_grad}
+    g = torch.Generator().manual_seed(0)
+    for step in range(8):
+        lr = 0.5 * (1 + step % 3)
+        scale = 10.0 ** (step % 3 - 2)
+        grads = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) * scale for n, p in named.items()}
+        want = theirs(lr, grads)
+        for n, p in named.items():
+            p.grad = grads[n].clone()
+        for group in opt.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+            if group["regularize"]:
+                group["weight_decay"] = cfg.optim.weight_decay
+        opt.step()
+        for n, p in named.items():
+            diff = (p.detach() - want[n]).abs().max().item()
+            assert diff < 1e-12, f"step {step}: {n} differs by {diff:.3g}"

@@ -5,7 +5,6 @@ side by side (haiku networks); test_byol.py runs the full step against solo-lear
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from typing import Iterator
 from unittest import mock
 
@@ -13,7 +12,6 @@ import pytest
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.engine.step import optim_schedules
 from ssl_bench.engine.train import build_method, resolve
 from ssl_bench.methods.base import StepState
@@ -23,10 +21,7 @@ NEEDS = ("jax", "optax", "tree")  # tree: dm-tree, which byol/utils/optimizers.p
 
 
 def _skip() -> str | None:
-    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (the official BYOL code is JAX; docs/parity.md)"
-    return H.skip_reason("deepmind-research")
+    return H.needs_reason(NEEDS, "the official BYOL code is JAX", "deepmind-research")
 
 
 pytestmark = pytest.mark.skipif(_skip() is not None, reason=str(_skip()))
@@ -86,11 +81,8 @@ def test_byol_paper_lars_steps_as_the_officials():
 
     cfg = resolve(build_config(OVERRIDES))
     method = build_method(cfg).double()
-    opt = make_optimizer(cfg.optim, method)
-    named = {n: p for n, p in method.named_parameters() if p.requires_grad}
-    paths = {n: _haiku_path(method, n) for n in named}
+    paths = {n: _haiku_path(method, n) for n, p in method.named_parameters() if p.requires_grad}
     o = cfg.optim
-    g = torch.Generator().manual_seed(0)
     with official() as (optimizers, _, _):
 
         def chain(lr: float):
@@ -105,32 +97,23 @@ def test_byol_paper_lars_steps_as_the_officials():
 
         def tree(values: dict[str, torch.Tensor]) -> dict:
             out: dict = {}
-            for n, v in values.items():
+            for n in paths:
                 mod, leaf = paths[n]
-                out.setdefault(mod, {})[leaf] = jnp.asarray(v.detach().numpy())
+                out.setdefault(mod, {})[leaf] = jnp.asarray(values[n].detach().numpy())
             return out
 
-        params = tree(named)
-        state = chain(0.0).init(params)
-        for step in range(8):
-            lr = 0.5 * (1 + step % 3)
-            grads = {
-                n: torch.randn(p.shape, generator=g, dtype=torch.float64) * 10 ** (step % 3 - 2)
-                for n, p in named.items()
+        named = dict(method.named_parameters())
+        run = {"params": tree(named)}
+        run["state"] = chain(0.0).init(run["params"])
+
+        def theirs(lr: float, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            updates, run["state"] = chain(lr).update(tree(grads), run["state"], run["params"])
+            run["params"] = optax.apply_updates(run["params"], updates)
+            return {
+                n: torch.from_numpy(jnp.asarray(run["params"][m][leaf]).__array__()) for n, (m, leaf) in paths.items()
             }
-            updates, state = chain(lr).update(tree(grads), state, params)
-            params = optax.apply_updates(params, updates)
-            for n, p in named.items():
-                p.grad = grads[n].clone()
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-                if group["regularize"]:
-                    group["weight_decay"] = o.weight_decay
-            opt.step()
-            for n, p in named.items():
-                mod, leaf = paths[n]
-                diff = (p.detach() - torch.from_numpy(jnp.asarray(params[mod][leaf]).__array__())).abs().max().item()
-                assert diff < 1e-12, f"step {step}: {n} differs by {diff:.3g}"
+
+        H.lars_against(cfg, method, theirs)
 
 
 def test_byol_paper_loss_equals_the_officials():

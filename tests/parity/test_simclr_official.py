@@ -6,7 +6,6 @@ solo-learn's PyTorch SimCLR."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import os
 import sys
@@ -17,7 +16,6 @@ import pytest
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.engine.step import optim_schedules
 from ssl_bench.engine.train import build_method, resolve
 from ssl_bench.methods.base import StepState
@@ -27,10 +25,7 @@ NEEDS = ("tensorflow", "tf_keras")  # tf_keras: the Keras 2 optimizers lars_opti
 
 
 def _skip() -> str | None:
-    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (the official SimCLR code is TensorFlow; docs/parity.md)"
-    return H.skip_reason("simclr")
+    return H.needs_reason(NEEDS, "the official SimCLR code is TensorFlow", "simclr")
 
 
 pytestmark = pytest.mark.skipif(_skip() is not None, reason=str(_skip()))
@@ -117,31 +112,23 @@ def test_simclr_paper_lars_steps_as_the_officials():
     adaptation, eta 0.001, classic momentum: the LR inside the buffer) against the suite's from the recipe."""
     cfg = resolve(build_config(OVERRIDES))
     method = build_method(cfg).double()
-    opt = make_optimizer(cfg.optim, method)
-    named = {n: p for n, p in method.named_parameters() if p.requires_grad}
-    g = torch.Generator().manual_seed(0)
     with official(cfg) as (model, _, _):
         import tensorflow.compat.v2 as tf
 
         lr_var = tf.Variable(0.0, dtype=tf.float64)
-        theirs = model.build_optimizer(lr_var)
-        tf_vars = {n: tf.Variable(p.detach().numpy(), name=_tf_name(method, n)) for n, p in named.items()}
-        for step in range(8):
-            lr = 0.5 * (1 + step % 3)
-            scale = 10.0 ** (step % 3 - 2)  # gradients both below and above the decay term
-            grads = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) * scale for n, p in named.items()}
+        optimizer = model.build_optimizer(lr_var)
+        tf_vars = {
+            n: tf.Variable(p.detach().numpy(), name=_tf_name(method, n))
+            for n, p in method.named_parameters()
+            if p.requires_grad
+        }
+
+        def theirs(lr: float, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             lr_var.assign(lr)
-            theirs.apply_gradients([(tf.constant(grads[n].numpy()), tf_vars[n]) for n in named])
-            for n, p in named.items():
-                p.grad = grads[n].clone()
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-                if group["regularize"]:
-                    group["weight_decay"] = cfg.optim.weight_decay
-            opt.step()
-            for n, p in named.items():
-                diff = (p.detach() - _tensor(tf_vars[n])).abs().max().item()
-                assert diff < 1e-12, f"step {step}: {n} differs by {diff:.3g}"
+            optimizer.apply_gradients([(tf.constant(grads[n].numpy()), v) for n, v in tf_vars.items()])
+            return {n: _tensor(v) for n, v in tf_vars.items()}
+
+        H.lars_against(cfg, method, theirs)
 
 
 def test_simclr_paper_loss_equals_the_officials():
