@@ -26,6 +26,8 @@ from ssl_bench.errors import UserError
 log = logging.getLogger(__name__)
 
 CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt", ".lock"
+PROVENANCE = "provenance.json"
+WEIGHTS_SOURCE = "weights.json"  # `eval weights=` runs: the file scored and the export's record of its run
 
 # Config keys that may differ when a run is resumed: they do not change its training trajectory
 # (evaluation, logging, where things live, how it is launched). Everything else must match.
@@ -177,6 +179,20 @@ class RunDir:
         finally:
             os.close(fd)
 
+    def provenance(self) -> list[dict]:
+        """The provenance entries, one per start (``engine/provenance.py``); [] when none or unreadable."""
+        try:
+            entries = json.loads((self.path / PROVENANCE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    def trained_on(self) -> dict:
+        """The data identities (``data/identity.run_data``) of the run's first start; {} for older runs."""
+        entries = self.provenance()
+        data = entries[0].get("data") if entries else None
+        return data if isinstance(data, dict) else {}
+
     def read_train_log(self) -> list[dict]:
         p = self.path / TRAIN_LOG
         if not p.is_file():
@@ -199,10 +215,27 @@ class RunDir:
         return json.loads(p.read_text()) if p.is_file() else []
 
     def write_metrics(self, rows: list[dict]) -> None:
-        """Merge rows into metrics.json; a new row replaces an old one with the same eval and metric."""
-        new_keys = {(r["eval"], r["metric"]) for r in rows}
-        kept = [r for r in self.read_metrics() if (r["eval"], r["metric"]) not in new_keys]
+        """Merge rows into metrics.json; a new row replaces an old one with the same eval, metric, evaluation
+        settings and data (``row_key``): an evaluation with other settings or on other data adds rows."""
+        new_keys = {row_key(r) for r in rows}
+        kept = [r for r in self.read_metrics() if row_key(r) not in new_keys]
         write_json(self.path / METRICS, kept + list(rows))
+
+
+def _eval_settings(row: dict) -> dict:
+    """The evaluation settings of a metrics row that can change its number (``eval.*`` minus launch options)."""
+    settings = row.get("settings")
+    if not isinstance(settings, dict):
+        settings = {}
+    return {k: v for k, v in settings.items() if k != "data_root" and not f"eval.{k}".startswith(NOT_A_SETTING)}
+
+
+def row_key(row: dict) -> tuple:
+    """What a metrics row is a number of: its eval and metric, the settings and the data it was computed on."""
+    on = row.get("on") or {}
+    root = on.get("root") or {}
+    where = (on.get("dataset"), root.get("fingerprint") or root.get("name"))
+    return row["eval"], row["metric"], json.dumps(_eval_settings(row), sort_keys=True), where
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -216,15 +249,16 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 # Config keys that say where and how a run was launched, not what it computed: a report does not treat
-# two runs as different settings because of them (``seed`` is the replicate axis, never a setting).
-NOT_A_SETTING = tuple(k for k in RESUME_MAY_DIFFER if k not in ("eval.", "preset")) + (
+# two runs as different settings because of them (``seed`` is the replicate axis, never a setting). The
+# data folders are settings, compared by content (``_data_label``), not by path.
+NOT_A_SETTING = tuple(k for k in RESUME_MAY_DIFFER if k not in ("eval.", "preset", "data.root")) + (
     "seed",
     "eval.knn_every",
     "eval.baseline",
     "eval.evals",
-    "eval.data_root",
     "deterministic",
 )
+DATA_COLUMNS = ("data.root", "eval.data_root")
 _ID_KEYS = {"method.name": "method", "backbone.name": "backbone", "optim.epochs": "epochs"}
 
 
@@ -237,14 +271,24 @@ def _cell(v: Any) -> Any:
     )
 
 
+def _data_label(identity: Any) -> Any:
+    """A data folder as a table cell: ``name#fingerprint`` (shortened to the name by ``_short_labels``
+    when no other folder of that name holds other files); None without a folder."""
+    if not isinstance(identity, dict) or not identity.get("name"):
+        return None
+    return f"{identity['name']}#{identity['fingerprint']}" if identity.get("fingerprint") else identity["name"]
+
+
 def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     """The columns that identify a run (id, method, backbone, dataset, epochs, seed) and every other
-    resolved config key (dotted, e.g. ``optim.lr``), so that reports can group and filter on any setting."""
+    resolved config key (dotted, e.g. ``optim.lr``), so that reports can group and filter on any setting.
+    The data folders are their recorded identities (name and content), not their paths."""
     cfg = run.read_config()
-    method = f"weights:{Path(cfg['weights']).stem}" if cfg.get("weights") else cfg["method"]["name"]
+    if cfg.get("weights"):
+        return _weights_identity(run, cfg)
     ids = {
         "run_id": run.run_id,
-        "method": method,
+        "method": cfg["method"]["name"],
         "backbone": cfg["backbone"]["name"],
         "dataset": cfg["dataset"],
         "preset": cfg.get("preset") or "—",
@@ -252,7 +296,101 @@ def _identity(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
         "seed": cfg["seed"],
     }
     settings = {k: _cell(v) for k, v in flatten(cfg).items() if k not in _ID_KEYS and k not in ids}
+    recorded = run.trained_on()
+    for col in DATA_COLUMNS:
+        path = settings.get(col)
+        settings[col] = _data_label(recorded.get(col) if col in recorded else path and {"name": Path(path).name})
     return ids, settings
+
+
+# where an `eval weights=` run's own config decides the number: the evaluation and the images it read
+_EVAL_TIME_DATA = (
+    "data.train_per_class",
+    "data.test_per_class",
+    "data.val_per_class",
+    "data.train_split",
+    "data.test_split",
+    "data.global_size",
+)
+
+
+def _weights_identity(run: RunDir, cfg: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An ``eval weights=`` run: the method, recipe, epochs, training settings and data of the run the file
+    was exported from (its export ``.json``), "n/a" for a file without one; the evaluation settings and the
+    data evaluated on are the scoring run's own."""
+    try:
+        source = json.loads((run.path / WEIGHTS_SOURCE).read_text())
+    except (OSError, ValueError):
+        source = {}
+    source = source if isinstance(source, dict) else {}
+    trained = source.get("config") if isinstance(source.get("config"), dict) else None
+    own = flatten(cfg)
+    file = source.get("file") or Path(cfg["weights"]).name
+    ids = {
+        "run_id": run.run_id,
+        "method": trained["method"]["name"] if trained else f"weights:{Path(file).stem}",
+        "backbone": cfg["backbone"]["name"],
+        "dataset": cfg["dataset"],
+        "preset": (trained.get("preset") or "—") if trained else "n/a",
+        "epochs": trained["optim"]["epochs"] if trained else None,
+        "seed": trained["seed"] if trained else cfg["seed"],
+    }
+    training = (
+        {k: v for k, v in flatten(trained).items() if k.startswith(("method.", "optim.", "data."))} if trained else {}
+    )
+    evaluation = {
+        k: v for k, v in own.items() if not k.startswith(("method.", "optim.", "data.")) or k in _EVAL_TIME_DATA
+    }
+    settings = {k: _cell(v) for k, v in {**training, **evaluation}.items() if k not in _ID_KEYS and k not in ids}
+    settings["weights"] = file
+    recorded = source.get("trained_on")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    settings["data.root"] = _data_label(recorded.get("data.root")) if trained else None
+    evaluated = run.trained_on() or {}
+    settings["eval.data_root"] = _data_label(evaluated.get("eval.data_root"))
+    return ids, settings
+
+
+def _row_settings(row: dict, settings: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row's own evaluation settings and data over the run's config (a later ``eval run=`` with
+    other settings, or on another dataset, wrote them): what this number was computed with."""
+    own = row.get("settings")
+    out = dict(settings)
+    if isinstance(own, dict):
+        out.update({f"eval.{k}": _cell(v) for k, v in own.items() if k != "data_root"})
+    on = row.get("on")
+    if isinstance(on, dict):
+        label = _data_label(on.get("root"))
+        if out.get("eval.dataset"):  # a transfer evaluation: the folder of eval.dataset it read
+            out["eval.data_root"] = label
+        else:  # the run's own dataset: named only when the folder evaluated holds other files than trained on
+            out["eval.data_root"] = None if _same_data(label, settings.get("data.root")) else label
+    return out
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """Two data labels are one folder: same fingerprint, or the same name where one has none recorded."""
+    if a is None or b is None:
+        return a is None
+    if "#" in a and "#" in b:
+        return a == b
+    return a.partition("#")[0] == b.partition("#")[0]
+
+
+def _short_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Data folder cells as their names, with (8 characters of) the fingerprint kept where one name holds
+    other files in another run or column: two trees called ``data`` stay two."""
+    cols = [c for c in DATA_COLUMNS if c in df.columns]
+    labels = {v for c in cols for v in df[c].dropna().unique() if isinstance(v, str)}
+    prints: dict[str, set] = {}
+    for v in labels:
+        name, _, fp = v.partition("#")
+        prints.setdefault(name, set()).add(fp)
+    short = {v: v.partition("#")[0] if len(prints[v.partition("#")[0]]) == 1 else v[: len(v) - 8] for v in labels}
+    for c in cols:
+        df[c] = df[c].map(lambda v: short.get(v, v))
+    return df
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
@@ -294,7 +432,7 @@ def _metric_rows(run: RunDir) -> list[dict] | None:
             "eval": r["eval"],
             "metric": r["metric"],
             "value": float("nan") if r["value"] is None else float(r["value"]),
-            **settings,
+            **_row_settings(r, settings),
         }
         for r in metrics
     ]
@@ -318,7 +456,7 @@ def load_runs(root: str | Path = "results/runs") -> pd.DataFrame:
         "value",
         "collapsed",
     ]
-    df = pd.DataFrame(rows, columns=None if rows else cols)
+    df = _short_labels(pd.DataFrame(rows, columns=None if rows else cols))
     df.attrs["skipped"] = skipped
     df.attrs["settings"] = [c for c in df.columns if c not in cols]
     return df
@@ -340,7 +478,7 @@ def load_train_logs(root: str | Path = "results/runs") -> pd.DataFrame:
     """Per-epoch training logs of every run under ``root``: one row per (run, epoch); unreadable runs
     are skipped with a warning (``frame.attrs["skipped"]``)."""
     frames, skipped = _read_runs(root, _log_frame)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = _short_labels(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
     out.attrs["skipped"] = skipped
     out.attrs["settings"] = list(dict.fromkeys(k for f in frames for k in f.attrs["settings"]))
     return out

@@ -3,7 +3,7 @@ and of a finished run's checkpoint (``python -m ssl_bench eval run=...``)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from ssl_bench.config import RunConfig, load_config, to_run_config
 from ssl_bench.data.datasets import DataSplits, run_datasets
+from ssl_bench.data.identity import evaluated_on
 from ssl_bench.engine import baselines
 from ssl_bench.engine.checkpoint import load_checkpoint
 from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
@@ -25,12 +26,14 @@ def evaluate(
     cfg: RunConfig, device: torch.device, encoder: nn.Module, splits: DataSplits, names: list[str], write=None
 ) -> list[dict]:
     """The rows of each named evaluation (one feature cache for all); ``write`` gets each eval's rows
-    as soon as they exist."""
+    as soon as they exist. Each row carries the evaluation settings and the data it was computed with
+    (``settings``, ``on``), so a later evaluation with others adds rows instead of replacing these."""
 
     ctx = EvalContext(cfg, splits, device, cache={})
+    stamp = {"settings": asdict(cfg.eval), "on": evaluated_on(cfg)}
     rows: list[dict] = []
     for name in names:
-        new = EVALS.get(name).obj(encoder, ctx)
+        new = [{**r, **stamp} for r in EVALS.get(name).obj(encoder, ctx)]
         if write is not None:
             write(new)
         rows += new

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -17,6 +16,7 @@ import torch
 
 from ssl_bench import dist as D
 from ssl_bench.atomic import write_json
+from ssl_bench.results import PROVENANCE, RunDir
 
 PACKAGES = (
     "ssl-bench",
@@ -30,7 +30,7 @@ PACKAGES = (
     "scikit-learn",
     "submitit",
 )
-FILE = "provenance.json"
+FILE = PROVENANCE
 
 
 def git_state(path: Path) -> dict:
@@ -80,7 +80,7 @@ def launch_kind() -> str:
     return "local"
 
 
-def collect(device: torch.device) -> dict:
+def collect(device: torch.device, data: dict | None = None, normalize: dict | None = None) -> dict:
     src = Path(__file__).resolve().parents[2]
     cuda = device.type == "cuda" and torch.cuda.is_available()
     return {
@@ -100,11 +100,11 @@ def collect(device: torch.device) -> dict:
         "launch": launch_kind(),
         "world_size": D.world_size(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "data": data,  # ssl_bench.data.identity.run_data: the folders read, by name and content fingerprint
+        "normalize": normalize,  # the mean / std the inputs were normalised with (export's pretrained_cfg)
     }
 
 
-def record(run_dir: Path, device: torch.device) -> None:
+def record(run_dir: Path, device: torch.device, data: dict | None = None, normalize: dict | None = None) -> None:
     """Append this start's provenance to the run folder's list."""
-    path = Path(run_dir) / FILE
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    write_json(path, [*entries, collect(device)])
+    write_json(Path(run_dir) / FILE, [*RunDir(run_dir).provenance(), collect(device, data, normalize)])

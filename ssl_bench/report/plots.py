@@ -19,7 +19,7 @@ import pandas as pd
 from ssl_bench.atomic import write_atomic
 from ssl_bench.errors import UserError
 from ssl_bench.report.metrics import metric
-from ssl_bench.report.tables import ROW_KEYS, row_keys
+from ssl_bench.report.tables import row_labels
 
 # matplotlib and seaborn (~0.9 s to import) are loaded by the first figure, not by every command that
 # imports the CLI: _load() binds these names
@@ -143,56 +143,44 @@ def _n_text(counts) -> str:
 
 
 def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: str = "top1") -> list[Path]:
-    """One bar per table row (method x backbone, plus any setting that differs, as in ``report``): mean over
-    seeds, error bar = std over seeds, n on the bar; a dashed mark over each bar at its own backbone x dataset
-    random-init number."""
+    """One bar per table row (``tables.row_labels``: the method plus every setting that differs, as in
+    ``report``): mean over seeds, error bar = std over seeds, n on the bar; a dashed mark over each bar at
+    its own row's random-init number."""
     _load()
 
     column = f"{eval_name}/{metric_name}"
-    d = df[(df["eval"] == eval_name) & (df["metric"] == metric_name)]
-    if d.empty:
+    both = df[df["eval"].isin([eval_name, f"{eval_name}@init"]) & (df["metric"] == metric_name)]
+    if not (both["eval"] == eval_name).any():
         raise UserError(f"no {column} results to plot")
-    keys = row_keys(d)
-    shown = [k for k in keys if k not in ("method", "preset", "epochs") and d[k].nunique(dropna=False) > 1]
-    short = lambda k: k.rsplit(".", 1)[-1]
-    label = lambda r: "\n".join(
-        [r["method"]] + [f"{short(k)}={r[k]}" if k not in ROW_KEYS else str(r[k]) for k in shown]
-    )
     scale = _scale(column)
-    d = d.assign(bar=d.apply(label, axis=1), value=d["value"] * scale)
+    both = both.assign(bar=row_labels(both).str.replace(" ", "\n"), value=both["value"] * scale)
+    d = both[both["eval"] == eval_name]
     agg = (
         d.groupby("bar", sort=False)
-        .agg(
-            method=("method", "first"),
-            backbone=("backbone", "first"),
-            dataset=("dataset", "first"),
-            mean=("value", "mean"),
-            std=("value", "std"),
-            n=("value", "count"),
-        )
+        .agg(method=("method", "first"), mean=("value", "mean"), std=("value", "std"), n=("value", "count"))
         .reset_index()
     )
     agg["std"] = agg["std"].fillna(0.0)
     order = sorted(agg.index, key=lambda i: (_ordered(agg["method"]).index(agg.at[i, "method"]), agg.at[i, "bar"]))
     agg = agg.loc[order].reset_index(drop=True)
     styles = method_styles(agg["method"])
-    init = df[(df["eval"] == f"{eval_name}@init") & (df["metric"] == metric_name)]
-    init_mean = init.groupby(["backbone", "dataset"])["value"].mean() * scale
+    # each bar's own random-init number: the @init rows of the same table row
+    init_mean = both[both["eval"] == f"{eval_name}@init"].groupby("bar")["value"].mean()
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(max(ONE_COLUMN, 0.45 * len(agg) + 0.8), 2.3))
         for i, r in agg.iterrows():
             st = styles[r["method"]]
             ax.bar(i, r["mean"], 0.7, color=st["color"], hatch=st["hatch"], edgecolor="white", linewidth=0)
             ax.errorbar(i, r["mean"], yerr=r["std"] if r["n"] > 1 else None, color="0.15", capsize=2, lw=0.8)
-            if (r["backbone"], r["dataset"]) in init_mean.index:
+            if r["bar"] in init_mean.index:
                 ax.hlines(
-                    init_mean[(r["backbone"], r["dataset"])],
+                    init_mean[r["bar"]],
                     i - 0.42,
                     i + 0.42,
                     colors="0.1",
                     linestyles="--",
                     lw=0.9,
-                    label="random init (same backbone, dataset)" if i == 0 else "_nolegend_",
+                    label="random init (each bar's own)" if i == 0 else "_nolegend_",
                 )
         ticks = [f"{b}\nn={n}" for b, n in zip(agg["bar"], agg["n"])]
         ax.set_xticks(
@@ -218,8 +206,22 @@ def bar_chart(df: pd.DataFrame, out_dir, eval_name: str = "knn", metric_name: st
         return save_figure(fig, out_dir, f"bar_{eval_name}_{metric_name}")
 
 
-def _seed_counts(logs: pd.DataFrame, hue: str) -> dict:
-    return logs.groupby(hue)["run_id"].nunique().to_dict() if "run_id" in logs.columns else {}
+def _grouped(logs: pd.DataFrame, y: str) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
+    """``logs`` rows with ``y`` and a ``group`` column (each table row's label with its n runs), the groups
+    in order, and a style per group: the method's own when a method has one group, else one each."""
+    d = logs.dropna(subset=[y])
+    labels = row_labels(d)
+    n = d.assign(_g=labels).groupby("_g")["run_id"].nunique().to_dict() if "run_id" in d.columns else {}
+    d = d.assign(group=[f"{g} (n={n[g]})" if g in n else g for g in labels], _g=labels)
+    method_of = dict(zip(d["group"], d["method"]))
+    groups = sorted(method_of, key=lambda g: (_ordered(method_of.values()).index(method_of[g]), g))
+    per_method = pd.Series(method_of).value_counts()
+    if (per_method == 1).all():
+        by_method = method_styles(method_of.values())
+        styles = {g: by_method[method_of[g]] for g in groups}
+    else:
+        styles = {g: _style(i) for i, g in enumerate(groups)}
+    return d, groups, styles
 
 
 def curves(
@@ -227,31 +229,33 @@ def curves(
     out_dir,
     y: str,
     name: str,
-    hue: str = "method",
     log_k: float | None = None,
     ylabel: str | None = None,
-    baseline: float | None = None,
+    baseline: dict[str, float] | None = None,
 ) -> list[Path]:
-    """One line per ``hue`` value (mean over seeds, band = std over seeds; n in the legend) of ``y`` against
-    epoch, each method with its own colour, marker and dash pattern; ``baseline``: a dashed random-init line."""
+    """One line per table row (``tables.row_labels``: runs that differ only in seed; mean, band = std over
+    seeds, n in the legend) of ``y`` against epoch, each with its own colour, marker and dash pattern;
+    ``baseline``: each run's random-init number (by run id); a dashed line per table row at its runs' mean,
+    in the row's colour (one black line when they all agree)."""
     _load()
     if logs.empty or y not in logs.columns:
         raise UserError(f"no per-epoch '{y}' in the training logs (k-NN curves need eval.knn_every=N)")
     scale = _scale(y)
-    d = logs.dropna(subset=[y]).assign(**{y: lambda f: f[y] * scale})
-    n = _seed_counts(d, hue)
-    d = d.assign(**{hue: d[hue].map(lambda v: f"{v} (n={n[v]})" if v in n else str(v))})
-    raw = {f"{v} (n={n[v]})" if v in n else str(v): v for v in logs[hue].unique()}
-    st = method_styles(raw.values())
-    labels = sorted(d[hue].unique(), key=lambda s: _ordered(raw.values()).index(raw[s]))
+    d, groups, styles = _grouped(logs, y)
+    d = d.assign(**{y: d[y] * scale})
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
-        _lines(ax, d, y, hue, labels, {s: st[raw[s]] for s in labels})
+        _lines(ax, d, y, "group", groups, styles)
         if log_k is not None:
             ax.axhline(log_k, ls=":", color="0.3", lw=0.8)
             ax.text(ax.get_xlim()[0], log_k, " ln(out_dim)", va="bottom", fontsize=6, color="0.3")
-        if baseline is not None:
-            ax.axhline(baseline * scale, ls="--", color="0.1", lw=0.9, label="random init")
+        inits = d.assign(_init=d["run_id"].map(baseline or {})).drop_duplicates("run_id").dropna(subset=["_init"])
+        own = inits.groupby("group")["_init"].mean().to_dict() if "run_id" in d.columns else {}
+        if own and len(set(own.values())) == 1:
+            ax.axhline(next(iter(own.values())) * scale, ls="--", color="0.1", lw=0.9, label="random init")
+        for i, (g, v) in enumerate(own.items() if len(set(own.values())) > 1 else ()):
+            label = "random init (each line's own)" if i == 0 else "_nolegend_"
+            ax.axhline(v * scale, ls="--", color=styles[g]["color"], lw=0.8, label=label)
         ax.set_ylabel(ylabel or metric(y).axis_label())
         ax.legend(frameon=False, title="band: std over seeds", title_fontsize=6)
         sns.despine(fig)
@@ -259,35 +263,26 @@ def curves(
 
 
 def loss_panels(logs: pd.DataFrame, out_dir, name: str = "loss_curve") -> list[Path]:
-    """Training loss, one panel per method: the methods' losses are different quantities on different scales,
-    so they never share an axis."""
+    """Training loss, one panel per method (the methods' losses are different quantities on different
+    scales, so they never share an axis), one line per table row of that method (``tables.row_labels``)."""
     _load()
     if logs.empty or "loss" not in logs.columns:
         raise UserError("no per-epoch 'loss' in the training logs")
-    d = logs.dropna(subset=["loss"])
+    d, groups, styles = _grouped(logs, "loss")
     methods = _ordered(d["method"].unique())
-    n = _seed_counts(d, "method")
-    styles = method_styles(methods)
     cols = min(3, len(methods))
     rows = math.ceil(len(methods) / cols)
     with plt.rc_context(RC):
         fig, axes = plt.subplots(rows, cols, figsize=(ONE_COLUMN / 3 * 2 * cols, 1.6 * rows), squeeze=False)
         for ax, m in zip(axes.flat, methods):
-            s = styles[m]
-            sns.lineplot(
-                data=d[d["method"] == m],
-                x="epoch",
-                y="loss",
-                errorbar="sd",
-                color=s["color"],
-                marker=s["marker"],
-                markersize=3,
-                lw=1,
-                ax=ax,
-            )
-            ax.set_title(f"{m} (n={n.get(m, '?')})", fontsize=7)
+            mine = [g for g in groups if (d.loc[d["group"] == g, "method"] == m).all()]
+            _lines(ax, d[d["method"] == m], "loss", "group", mine, styles)
+            ax.set_title(m if len(mine) > 1 else mine[0], fontsize=7)
+            if len(mine) > 1:
+                ax.legend(frameon=False, fontsize=5)
+            elif ax.get_legend():
+                ax.get_legend().remove()
             ax.set_ylabel(metric("loss").axis_label() if ax in axes[:, 0] else "")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in list(axes.flat)[len(methods) :]:
             ax.axis("off")
         fig.suptitle(f"{ERRORBAR_NOTE} (band)", fontsize=6.5, color="0.3", x=0.01, ha="left")

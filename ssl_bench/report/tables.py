@@ -44,9 +44,11 @@ def _differing(df: pd.DataFrame, base: list[str]) -> list[str]:
     """Setting columns whose value differs between runs that share the ``base`` keys."""
     if df.empty:
         return []
-    per_run = df.drop_duplicates("run_id") if "run_id" in df.columns else df
+    cols = setting_columns(df)
+    # one row per run and settings: a run's rows differ where a later evaluation used other settings or data
+    per_run = df.drop_duplicates(["run_id", *cols]) if "run_id" in df.columns else df
     grouped = per_run.groupby(base, dropna=False)
-    return [c for c in setting_columns(df) if (grouped[c].nunique(dropna=False) > 1).any()]
+    return [c for c in cols if (grouped[c].nunique(dropna=False) > 1).any()]
 
 
 def row_keys(df: pd.DataFrame, by: list[str] | None = None) -> list[str]:
@@ -73,19 +75,43 @@ def row_keys(df: pd.DataFrame, by: list[str] | None = None) -> list[str]:
     return list(by)
 
 
+def row_labels(df: pd.DataFrame, keys: list[str] | None = None) -> pd.Series:
+    """Each row's table row as a short label (the method, then every key that takes more than one value
+    here, e.g. ``simclr lr=0.001``): the grouping figures use, so a line or bar never pools two settings."""
+    keys = keys or row_keys(df)
+    d = _key_frame(df, keys)
+    shown = [k for k in keys if k != "method" and d[k].nunique(dropna=False) > 1]
+    short = lambda k: k.rsplit(".", 1)[-1] if k not in ("data.root", "eval.data_root") else k  # noqa: E731
+    return (
+        d.apply(
+            lambda r: " ".join(
+                [str(r["method"])]
+                + [str(r[k]) if k in ("backbone", "dataset") else f"{short(k)}={r[k]}" for k in shown]
+            ),
+            axis=1,
+        )
+        if len(d)
+        else pd.Series([], dtype=object)
+    )
+
+
 def _key_frame(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Keys beyond the base ones as text (a method without that key shows '—'), so rows sort and pivot."""
+    """Keys beyond the base ones as text (a method without that key shows '—'), so rows sort and pivot; a
+    base key that some rows lack (the epochs of a released checkpoint) reads "n/a" and the column text."""
     extra = [k for k in keys if k not in ROW_KEYS]
-    return df.assign(**{k: df[k].map(lambda v: MISSING if v is None or v != v else str(v)) for k in extra})
+    out = df.assign(**{k: df[k].map(lambda v: MISSING if v is None or v != v else str(v)) for k in extra})
+    for k in keys:
+        if k in ROW_KEYS and k in out.columns and out[k].isna().any():
+            out[k] = out[k].map(lambda v: "n/a" if v is None or v != v else str(v))
+    return out
 
 
 def aggregate(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-    """Long frame: one row per (row keys, eval/metric) with mean, std (ddof=1; 0 for one run) and n runs."""
+    """Long frame: one row per (row keys, eval/metric) with mean, std (ddof=1; empty for one run) and n runs."""
     keys = keys or row_keys(df)
     d = _key_frame(df, keys).assign(column=df["eval"] + "/" + df["metric"])
     g = d.groupby(keys + ["column"], dropna=False)
     agg = g["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
-    agg["std"] = agg["std"].fillna(0.0)
     if "seed" in d.columns:
         repeats = g["seed"].agg(lambda s: s.duplicated().any()).reset_index(drop=True)
         for _, r in agg[repeats.values].drop_duplicates(keys).iterrows():
@@ -145,7 +171,8 @@ def summarise(
     wide[value_cols] = wide[value_cols].fillna(MISSING)  # a row without that eval (not run), not a number
     numeric = agg.pivot_table(index=keys, columns="column", values=["mean", "std", "n"], aggfunc="first")
     numeric.columns = [f"{col} {stat}" for stat, col in numeric.columns]
-    numeric = numeric[[f"{c} {s}" for c in value_cols for s in ("mean", "std", "n")]].reset_index()
+    # a column of stds that are all empty (every row n = 1) is dropped by pivot_table: put it back empty
+    numeric = numeric.reindex(columns=[f"{c} {s}" for c in value_cols for s in ("mean", "std", "n")]).reset_index()
     numeric = numeric.astype({f"{c} n": "Int64" for c in value_cols})
     return wide[keys + value_cols], numeric, keys
 
@@ -270,7 +297,8 @@ def write_tables(
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], table.to_markdown(index=False) + "\n")
     write_text(paths[1], to_latex(table, caption, keys, notes=notes))
-    write_text(paths[2], (numeric if numeric is not None else table).to_csv(index=False))
+    # 7 significant digits: what a float32 metric holds, without its binary noise (0.6499999761581421)
+    write_text(paths[2], (numeric if numeric is not None else table).to_csv(index=False, float_format="%.7g"))
     return paths
 
 
