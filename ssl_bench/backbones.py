@@ -12,13 +12,19 @@ import types
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import timm
 import torch
 from torch import Tensor, nn
 
 from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.errors import ConfigError
 from ssl_bench.registry import BACKBONES, register_backbone
+
+
+def _timm():
+    """timm, imported when a backbone is built (1 s on a 2-core machine: `list` and `config` do not pay it)."""
+    import timm
+
+    return timm
 
 
 class Backbone(nn.Module):
@@ -106,14 +112,14 @@ class TimmViT(Backbone):
         if cfg.depth is not None:
             kwargs["depth"] = cfg.depth
         if cfg.num_heads is not None:
-            width: int = getattr(timm.create_model(arch, pretrained=False, depth=1, num_classes=0), "num_features")
+            width: int = getattr(_timm().create_model(arch, pretrained=False, depth=1, num_classes=0), "num_features")
             if cfg.num_heads < 1 or width % cfg.num_heads:
                 raise ConfigError(
                     f"bad value for 'backbone.num_heads': {cfg.num_heads}; valid: a divisor of {arch}'s width {width}"
                 )
             kwargs["num_heads"] = cfg.num_heads
         self.arch, self.create_kwargs = arch, dict(num_classes=0, dynamic_img_size=True, **kwargs)
-        self.model = timm.create_model(arch, pretrained=False, **self.create_kwargs)
+        self.model = _timm().create_model(arch, pretrained=False, **self.create_kwargs)
         self.embed_dim = self.model.num_features
         self.num_heads = self.model.blocks[-1].attn.num_heads
         self.patch_size = cfg.patch_size
@@ -178,7 +184,7 @@ class TimmResNet(Backbone):
         super().__init__()
         self.arch, self.create_kwargs, self.cifar_stem = arch, dict(num_classes=0), cfg.cifar_stem
         self.stem_padding = cfg.stem_padding
-        self.model = timm.create_model(
+        self.model = _timm().create_model(
             arch, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
         )
         if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
@@ -203,11 +209,19 @@ def _resnet(arch: str):
     return lambda cfg: TimmResNet(arch, cfg)
 
 
-register_backbone("vit_tiny", config=ViTTinyConfig)(_vit("vit_tiny_patch16_224"))
-register_backbone("vit_small", config=ViTSmallConfig)(_vit("vit_small_patch16_224"))
-register_backbone("vit_base", config=ViTSmallConfig)(_vit("vit_base_patch16_224"))
-register_backbone("resnet18", config=ResNetConfig)(_resnet("resnet18"))
-register_backbone("resnet50", config=ResNetConfig)(_resnet("resnet50"))
+# the timm architecture behind each suite backbone (timm names map back to these: `eval weights=timm:NAME`)
+TIMM_ARCHS = {
+    "vit_tiny": "vit_tiny_patch16_224",
+    "vit_small": "vit_small_patch16_224",
+    "vit_base": "vit_base_patch16_224",
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+}
+register_backbone("vit_tiny", config=ViTTinyConfig)(_vit(TIMM_ARCHS["vit_tiny"]))
+register_backbone("vit_small", config=ViTSmallConfig)(_vit(TIMM_ARCHS["vit_small"]))
+register_backbone("vit_base", config=ViTSmallConfig)(_vit(TIMM_ARCHS["vit_base"]))
+register_backbone("resnet18", config=ResNetConfig)(_resnet(TIMM_ARCHS["resnet18"]))
+register_backbone("resnet50", config=ResNetConfig)(_resnet(TIMM_ARCHS["resnet50"]))
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:

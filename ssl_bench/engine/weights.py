@@ -5,16 +5,16 @@ DINO releases it; BYOL/MoCo: the online/query backbone) as a plain state dict (`
 ``torch.load(weights_only=True)``), the same tensors as ``.safetensors``, and a ``.json`` beside them with the
 ``timm.create_model`` (or torchvision) arguments that rebuild the model.
 
-``eval weights=FILE [backbone=...] evals=knn,linear,seg``: scores any such file (or a released checkpoint
-whose keys match timm's, e.g. DINO's ViTs) with the suite's protocol, next to the same backbone at random
-initialisation, in a run folder that ``report`` reads like any other.
+``eval weights=FILE [backbone=...] evals=knn,linear,seg``: scores any such file, or a released checkpoint
+of DINO, MoCo v2/v3, SwAV, solo-learn, timm or torchvision (:mod:`ssl_bench.engine.released`), with the
+suite's protocol, next to the same backbone at random initialisation, in a run folder that ``report`` reads
+like any other.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,17 +28,16 @@ from ssl_bench.config import build_config, load_config, to_yaml
 from ssl_bench.data.datasets import run_datasets
 from ssl_bench.engine.checkpoint import load_checkpoint
 from ssl_bench.engine.evaluation import evaluate, evaluate_baseline
+from ssl_bench.engine.released import TIMM_SCHEMES, backbone_state, from_timm, load_file, tensors
 from ssl_bench.engine.setup import RunResult, build_method, pick_device, prepare_process
 from ssl_bench.errors import UserError
 from ssl_bench.registry import EVALS
-from ssl_bench.results import RunDir, new_run_id
+from ssl_bench.results import WEIGHTS_SOURCE, RunDir, new_run_id
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("timm", "torchvision")
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-_WRAPPERS = ("state_dict", "model", "teacher", "backbone")  # where released checkpoints keep the weights
-_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
 def _cifar_stem(model: nn.Module, padding: int = 1) -> None:
@@ -79,13 +78,22 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
         "embed_dim": enc.embed_dim,
         "run": run.run_id,
         "method": cfg.method.name,
+        "preset": cfg.preset,
         "dataset": cfg.dataset,
         "epochs": cfg.optim.epochs,
+        # what the weights were trained with and scored, so `eval weights=` can show them as the run's row
+        "config": run.read_config(),
+        "trained_on": run.trained_on(),
+        "provenance": {k: (run.provenance() or [{}])[0].get(k) for k in ("git", "packages", "started")},
+        "metrics": [{k: r.get(k) for k in ("eval", "metric", "value")} for r in run.read_metrics()],
         "encoder": f"{type(method).__name__}.encoder()",
         "ssl_bench_backbone": asdict(cfg.backbone),
     }
     if fmt == "timm":
         meta["timm_create_model"] = {"model_name": enc.arch, "pretrained": False, **enc.create_kwargs}
+        # timm's preprocessing config of these weights (timm.data.resolve_model_data_config reads it): the
+        # run's input size, normalisation and test-time resize; pass it with pretrained=True and the file
+        meta["timm_pretrained_cfg_overlay"] = pretrained_cfg(cfg, run, out.with_suffix(".safetensors").name)
     else:
         meta["torchvision"] = {
             "model": f"torchvision.models.{enc.arch}",
@@ -102,6 +110,24 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
     write_atomic(paths[1], lambda f: f.write(safetensors_bytes(state)), mode="wb")
     write_json(paths[2], meta)
     return paths
+
+
+def pretrained_cfg(cfg, run: RunDir, file: str) -> dict:
+    """timm's ``pretrained_cfg`` of an exported run: ``file`` (the .safetensors beside the export), the input
+    size it was trained at, the mean / std it normalised with (None for runs from before they were recorded)
+    and the evaluations' resize (``eval.crop_fraction``, ``eval.interpolation``)."""
+    norm = next((p.get("normalize") for p in run.provenance() if p.get("normalize")), None) or {}
+    size = cfg.data.global_size or cfg.backbone.img_size
+    out = {
+        "file": file,
+        "num_classes": 0,
+        "input_size": [3, size, size],
+        "mean": norm.get("mean"),
+        "std": norm.get("std"),
+        "crop_pct": cfg.eval.crop_fraction,
+        "interpolation": cfg.eval.interpolation,
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def build_exported(path: str | Path) -> nn.Module:
@@ -125,70 +151,55 @@ def build_exported(path: str | Path) -> nn.Module:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` file or a tensors-only torch file (never unpickling objects);
-    unwraps ``state_dict`` / ``teacher`` / ... containers and ``module.`` / ``backbone.`` prefixes."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights={str(path)!r} does not exist")
-    state: Any
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as err:
-            raise UserError(f"weights={str(path)!r} is not a readable safetensors file ({err})") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            raise UserError(
-                f"weights={str(path)!r} cannot be read as tensors only (weights_only=True): "
-                f"{str(err).splitlines()[0][:160]}"
-            ) from None
-    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), None)
-        if inner is None:
-            raise UserError(f"weights={str(path)!r} holds no tensors at the top or under {', '.join(_WRAPPERS)}")
-        state = inner
-    if not isinstance(state, dict):
-        raise UserError(f"weights={str(path)!r} is not a state dict (got {type(state).__name__})")
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    for prefix in _PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
+    """The tensors of an exported file (``.safetensors`` or a tensors-only torch file, never unpickling
+    objects): the model's own state dict."""
+    state = tensors(load_file(path))
+    if state is None:
+        raise UserError(f"weights={str(path)!r} is not a state dict of tensors")
     return state
 
 
-def load_into(encoder: Backbone, state: dict[str, torch.Tensor], path: str) -> None:
-    """Load ``state`` into the suite backbone's timm model; a classifier head of the file is dropped."""
+def load_into(encoder: Backbone, obj: Any, path: str) -> str:
+    """Load the backbone tensors of ``obj`` (a loaded file, any layout of :mod:`released`) into the suite
+    backbone's timm model; returns the layout's name."""
     own = encoder.model.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(("fc.", "head."))}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        what = (
-            f"missing {len(missing)} keys (e.g. {missing[0]})"
-            if missing
-            else f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})"
-            if unexpected
-            else f"{shape[0]} has shape {tuple(state[shape[0]].shape)}, the backbone {tuple(own[shape[0]].shape)}"
+    state, layout = backbone_state(obj, own, path, encoder.arch)
+    if encoder.is_vit and "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        # timm's own checkpoint_filter_fn resamples a released ViT's position grid to the model's
+        from timm.layers import resample_abs_pos_embed
+
+        grid = own["pos_embed"].shape[1] - encoder.model.num_prefix_tokens
+        side = int(round(grid**0.5))
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], new_size=(side, side), num_prefix_tokens=encoder.model.num_prefix_tokens
         )
+        log.info("weights=%s: position embeddings resampled to a %dx%d grid", path, side, side)
+    shape = [k for k in own if state[k].shape != own[k].shape]
+    if shape:
         raise UserError(
-            f"weights={path!r} do not fit backbone={encoder.arch}: {what}; pass the backbone (and "
-            "backbone.img_size / patch_size / cifar_stem) the weights were trained with"
+            f"weights={path!r} ({layout}) do not fit backbone={encoder.arch}: {shape[0]} has shape "
+            f"{tuple(state[shape[0]].shape)}, the backbone {tuple(own[shape[0]].shape)}; pass the backbone "
+            "(and backbone.img_size / patch_size / cifar_stem) the weights were trained with"
         )
     encoder.model.load_state_dict(state)
+    return layout
+
+
+def export_meta(path: str | Path) -> dict:
+    """The ``.json`` that ``export`` wrote beside the file ({} for other files, e.g. released checkpoints)."""
+    meta_path = Path(path).with_suffix(".json")
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{str(meta_path)!r} beside weights= is not readable JSON ({err})") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def weights_overrides(path: str) -> list[str]:
     """The ``backbone=...`` overrides recorded by ``export`` beside the file (none for other files)."""
-    meta_path = Path(path).with_suffix(".json")
-    if not meta_path.is_file():
-        return []
-    meta = json.loads(meta_path.read_text())
-    bb = dict(meta.get("ssl_bench_backbone") or {})
+    bb = dict(export_meta(path).get("ssl_bench_backbone") or {})
     name = bb.pop("name", None)
     if not name:
         return []
@@ -199,31 +210,40 @@ def evaluate_weights(overrides: list[str]):
     """``eval weights=FILE ...``: score the file's backbone and the same backbone at random init."""
 
     path = next(o.split("=", 1)[1] for o in overrides if o.startswith("weights="))
-    state = read_weights(path)
     rest = [o for o in overrides if not o.startswith("weights=")]
-    user_backbone = [o for o in rest if o.startswith("backbone")]
-    over = (user_backbone or weights_overrides(path)) + [o for o in rest if not o.startswith("backbone")]
+    if path.startswith(TIMM_SCHEMES):
+        obj, exported, meta = from_timm(path)
+    else:
+        obj, exported, meta = load_file(path), weights_overrides(path), export_meta(path)
+    # the export's backbone first, the user's keys over it (backbone.img_size=64 changes one key, not all);
+    # another backbone= than the export's starts from that backbone's defaults
+    picked = [o for o in rest if o.startswith("backbone=")]
+    if picked and exported and picked[-1] != exported[0]:
+        exported = []
+    over = exported + rest
     if not any(o.startswith("backbone=") for o in over):
         raise UserError(
             f"weights={path!r} has no export .json beside it: pass backbone=NAME (and its img_size, "
             "patch_size, ...) the weights were trained with"
         )
     cfg = build_config(over)
-    cfg = replace(cfg, weights=str(Path(path).resolve()))
+    cfg = replace(cfg, weights=path if path.startswith(TIMM_SCHEMES) else str(Path(path).resolve()))
     for name in cfg.eval.evals:
         EVALS.get(name)
     cfg = prepare_process(cfg)
     device = pick_device(cfg.device)
     encoder = build_method(cfg).encoder()
-    load_into(encoder, state, path)
+    layout = load_into(encoder, obj, path)
+    log.info("weights=%s: read as %s", path, layout)
     splits = run_datasets(cfg)
-    run = RunDir(
-        Path(cfg.results_root) / new_run_id(f"weights-{Path(path).stem}", cfg.backbone.name, cfg.dataset, cfg.seed)
-    )
+    hub = path.startswith(TIMM_SCHEMES)
+    stem = Path(path.split(":", 1)[-1]).name.replace(".", "-") if hub else Path(path).stem
+    run = RunDir(Path(cfg.results_root) / new_run_id(f"weights-{stem}", cfg.backbone.name, cfg.dataset, cfg.seed))
     run.path.mkdir(parents=True)
     try:
         with run.lock():
             run.write_config(to_yaml(cfg))
+            write_json(run.path / WEIGHTS_SOURCE, {"file": path if hub else Path(path).name, "layout": layout, **meta})
             rows = evaluate(cfg, device, encoder.to(device), splits, cfg.eval.evals, write=run.write_metrics)
             if cfg.eval.baseline:
                 rows += evaluate_baseline(cfg, device, splits, cfg.eval.evals, write=run.write_metrics)

@@ -1,15 +1,17 @@
 """Backbones out of the suite (export -> timm / torchvision) and into it (eval weights=FILE)."""
 
-import argparse
+import fractions
 import json
 
 import pytest
 import timm
+import timm.data
 import torch
 import torchvision
 
 from ssl_bench.__main__ import main
 from ssl_bench.config import load_config
+from ssl_bench.data.datasets import run_datasets
 from ssl_bench.engine.checkpoint import load_checkpoint
 from ssl_bench.engine.train import build_method
 from ssl_bench.engine.weights import build_exported, read_weights
@@ -80,6 +82,16 @@ def test_export_timm_round_trips_the_dino_teacher(dino_run, tmp_path):
         assert not torch.equal(student.student.backbone.eval()(x), enc(x))
     st = read_weights(out.with_suffix(".safetensors"))
     assert st.keys() == state.keys() and all(torch.equal(st[k], state[k]) for k in state)
+    # timm's own pretrained loading, given the export's pretrained_cfg: the weights and the run's
+    # preprocessing (input size, the normalisation it trained with), not timm's 224 px / 0.5 defaults
+    overlay = {**meta["timm_pretrained_cfg_overlay"], "file": str(out.with_suffix(".safetensors"))}
+    hub = timm.create_model(**{**meta["timm_create_model"], "pretrained": True, "pretrained_cfg_overlay": overlay})
+    with torch.no_grad():
+        assert torch.equal(hub.eval()(x), enc(x))
+    data_cfg = timm.data.resolve_model_data_config(hub)
+    splits = run_datasets(load_config(dino_run / "config.yaml"))
+    assert tuple(data_cfg["input_size"]) == (3, 16, 16)
+    assert data_cfg["mean"] == pytest.approx(splits.mean) and data_cfg["std"] == pytest.approx(splits.std)
 
 
 def test_export_torchvision_resnet_with_cifar_stem(tmp_path):
@@ -122,20 +134,41 @@ def test_eval_weights_scores_the_file_like_the_run_it_came_from(dino_run, tmp_pa
     own = {(r["eval"], r["metric"]): r["value"] for r in RunDir(dino_run).read_metrics()}
     assert scored[("knn", "top1")] == own[("knn", "top1")]
     assert scored[("knn@init", "top1")] == own[("knn@init", "top1")]
+    # the row is the exported run's: its method, epochs and training settings, not the default preset's
     df = load_runs(root)
-    assert set(df["method"]) == {"weights:enc"}
+    trained = load_runs(dino_run.parent)
+    assert set(df["method"]) == {"dino"} and set(df["epochs"]) == {1} and set(df["weights"]) == {"enc.pt"}
+    for key in ("method.out_dim", "method.hidden_dim", "optim.lr", "data.n_local", "data.root"):
+        assert set(df[key]) == set(trained[key]), key
+    # a backbone key on the command line layers over the export's, it does not discard them
+    assert (
+        main(
+            [
+                "eval",
+                f"weights={out}",
+                "backbone.img_size=16",
+                "evals=knn",
+                "eval.baseline=false",
+                "data.train_per_class=8",
+                "data.test_per_class=4",
+                "progress=false",
+                f"results_root={root}",
+            ]
+        )
+        == 0
+    )
 
 
 def test_weights_errors_are_one_line(dino_run, tmp_path, capsys):
     pickled = tmp_path / "obj.pt"
-    torch.save({"x": torch.zeros(1), "obj": argparse.Namespace(a=1)}, pickled)  # an object weights_only refuses
+    torch.save({"x": torch.zeros(1), "obj": fractions.Fraction(1, 3)}, pickled)  # an object weights_only refuses
     assert main(["eval", f"weights={pickled}", "backbone=vit_tiny", f"results_root={tmp_path / 'r'}"]) == 2
-    assert "cannot be read as tensors only (weights_only=True)" in capsys.readouterr().err
+    assert "holds Python objects that weights_only=True refuses" in capsys.readouterr().err
     out = tmp_path / "enc.pt"
     assert main(["export", f"run={dino_run}", f"out={out}"]) == 0
     assert main(["eval", f"weights={out}", "backbone=resnet18", f"results_root={tmp_path / 'r'}"]) == 2
     err = capsys.readouterr().err
-    assert "do not fit backbone=resnet18" in err and len(err.strip().splitlines()) == 1
+    assert "fit no known checkpoint layout for backbone=resnet18" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # nothing half-written
     assert main(["export", f"run={dino_run}", f"out={tmp_path / 'x.pt'}", "format=torchvision"]) == 2
     assert "format=torchvision holds ResNets" in capsys.readouterr().err
