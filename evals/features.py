@@ -9,9 +9,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import DataSplits, EvalImage, TransformDataset, normalize_batch, targets_of
+from ssl_bench.dist import is_main
 from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ def extract_features(
     num_workers: int = 0,
     crop_fraction: float = 1.0,
     interpolation: str = "bilinear",
+    progress: bool = False,
+    desc: str = "features",
 ) -> tuple[Tensor, Tensor]:
     """(N, D) float features and (N,) labels, no augmentation, encoder in eval mode. Images travel
     as uint8 and are normalised per batch on ``device``."""
@@ -46,7 +50,8 @@ def extract_features(
     encoder.eval()
     ds = TransformDataset(dataset, EvalImage(size, crop_fraction, interpolation))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    feats = [encoder(normalize_batch(x.to(device, non_blocking=True), mean, std)).float().cpu() for x, _ in loader]
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, mininterval=2.0)
+    feats = [encoder(normalize_batch(x.to(device, non_blocking=True), mean, std)).float().cpu() for x, _ in bar]
     encoder.train(was_training)
     return torch.cat(feats), torch.tensor(targets_of(dataset))
 
@@ -68,8 +73,9 @@ def split_features(encoder: nn.Module, ctx: EvalContext) -> tuple[Tensor, Tensor
         cfg.eval.crop_fraction,
         cfg.eval.interpolation,
     )
-    xtr, ytr = extract_features(encoder, ctx.splits.bank, *args)
-    xte, yte = extract_features(encoder, ctx.splits.test, *args)
+    show = bool(cfg.progress and is_main())
+    xtr, ytr = extract_features(encoder, ctx.splits.bank, *args, progress=show, desc="features: train")
+    xte, yte = extract_features(encoder, ctx.splits.test, *args, progress=show, desc="features: test")
     bad = int((~torch.isfinite(xtr)).any(1).sum() + (~torch.isfinite(xte)).any(1).sum())
     if bad:
         raise UserError(

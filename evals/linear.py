@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
+from tqdm.auto import tqdm
 
 from ssl_bench.data.datasets import TransformDataset, targets_of
+from ssl_bench.dist import is_main
 from ssl_bench.evals.features import EvalContext, split_features
 from ssl_bench.registry import register_eval
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 log = logging.getLogger(__name__)
 MAX_ITER = 1000
@@ -46,6 +48,9 @@ def _fit(c: float, x: np.ndarray, y: np.ndarray, init: LogisticRegression | None
     strictly convex, so only the iteration count changes: the C path from strong to weak regularisation
     and the refit from the held-out fit take a fraction of the cold-start iterations). Not converging
     (weakly regularised C on many features) is logged once per fit instead of scikit-learn's warning."""
+    from sklearn.exceptions import ConvergenceWarning  # scikit-learn only when a probe is fit (1 s to import)
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=c, max_iter=MAX_ITER, warm_start=init is not None)
     if init is not None:
         clf.coef_, clf.intercept_ = init.coef_.copy(), init.intercept_.copy()
@@ -60,15 +65,17 @@ def _fit(c: float, x: np.ndarray, y: np.ndarray, init: LogisticRegression | None
     return clf
 
 
-def _choose_c(y: np.ndarray, c_grid: list[float], seed: int, fit, val_acc):
+def _choose_c(y: np.ndarray, c_grid: list[float], seed: int, fit, val_acc, progress: bool = False):
     """The protocol both solvers share: hold out a stratified 10% of train (seed ``seed``), fit each C in
     ascending order warm-started from the previous fit, keep the best held-out accuracy (ties: the stronger
     regularisation), refit that C on all of train from its held-out fit. ``fit(c, rows, init)`` (rows None: all
     of train) and ``val_acc(model, rows)`` are the solver's; returns (model, C, held-out top-1)."""
     strat = y if np.bincount(y).min() >= 2 else None
+    from sklearn.model_selection import train_test_split
+
     fit_rows, val_rows = train_test_split(np.arange(len(y)), test_size=0.1, random_state=seed, stratify=strat)
     best, prev, best_fit, best_c = -1.0, None, None, None
-    for c in sorted(c_grid):
+    for c in tqdm(sorted(c_grid), desc="linear probe: C grid", leave=False, disable=not progress):
         prev = fit(c, fit_rows, prev)
         acc = val_acc(prev, val_rows)
         if acc > best:
@@ -77,16 +84,24 @@ def _choose_c(y: np.ndarray, c_grid: list[float], seed: int, fit, val_acc):
 
 
 def fit_linear_probe(
-    xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, c_grid: list[float], seed: int = 0
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xte: np.ndarray,
+    yte: np.ndarray,
+    c_grid: list[float],
+    seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Choose C on a held-out 10% of train, refit on all of train, report test top-1/top-5."""
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(xtr)
     xtr, xte = scaler.transform(xtr), scaler.transform(xte)
 
     def fit(c: float, rows, init) -> LogisticRegression:
         return _fit(c, xtr, ytr, init) if rows is None else _fit(c, xtr[rows], ytr[rows], init)
 
-    clf, best_c, best = _choose_c(ytr, c_grid, seed, fit, lambda clf, rows: clf.score(xtr[rows], ytr[rows]))
+    clf, best_c, best = _choose_c(ytr, c_grid, seed, fit, lambda clf, rows: clf.score(xtr[rows], ytr[rows]), progress)
     scores = clf.predict_proba(xte)
     y_idx = np.searchsorted(clf.classes_, yte)
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
@@ -121,7 +136,14 @@ def _torch_fit(x: Tensor, y: Tensor, n_cls: int, c: float, init: tuple[Tensor, T
 
 
 def fit_linear_probe_torch(
-    xtr: Tensor, ytr: Tensor, xte: Tensor, yte: Tensor, c_grid: list[float], seed: int = 0, device=None
+    xtr: Tensor,
+    ytr: Tensor,
+    xte: Tensor,
+    yte: Tensor,
+    c_grid: list[float],
+    seed: int = 0,
+    device=None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """:func:`fit_linear_probe` (same held-out split, C path, refit and scores) solved with torch on
     ``device``: the path for a GPU."""
@@ -141,9 +163,9 @@ def fit_linear_probe_torch(
 
     def val_acc(wb, rows) -> float:
         rows = torch.as_tensor(rows, device=dev)
-        return float((torch.addmm(wb[1], xtr[rows], wb[0]).argmax(1) == y_all[rows]).float().mean())
+        return int((torch.addmm(wb[1], xtr[rows], wb[0]).argmax(1) == y_all[rows]).sum()) / len(rows)
 
-    (w, b), best_c, best = _choose_c(ytr.numpy(), c_grid, seed, fit, val_acc)
+    (w, b), best_c, best = _choose_c(ytr.numpy(), c_grid, seed, fit, val_acc, progress)
     scores = torch.addmm(b, xte, w).cpu().numpy()
     y_idx = np.searchsorted(classes.numpy(), yte.numpy())
     return {"top1": _topk(scores, y_idx, 1), "top5": _topk(scores, y_idx, 5), "C": best_c, "val_top1": best}
@@ -234,8 +256,9 @@ def linear_eval(encoder: nn.Module, ctx: EvalContext) -> list[dict]:
     else:
         xtr, ytr, xte, yte = split_features(encoder, ctx)
         grid, seed = ctx.cfg.eval.linear_c_grid, ctx.cfg.seed
+        show = bool(ctx.cfg.progress and is_main())
         if linear_solver(ctx.cfg, torch.device(ctx.device)) == "torch":
-            res = fit_linear_probe_torch(xtr, ytr, xte, yte, grid, seed, ctx.device)
+            res = fit_linear_probe_torch(xtr, ytr, xte, yte, grid, seed, ctx.device, show)
         else:
-            res = fit_linear_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), grid, seed)
+            res = fit_linear_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), grid, seed, show)
     return [{"eval": "linear", "metric": k, "value": float(v)} for k, v in res.items()]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
 from ssl_bench.data.masks import MaskPairs, VOCForeground, square_resize
@@ -108,6 +107,8 @@ def linear_patch_miou(encoder: nn.Module, pairs, size: int, mean, std, train_fra
     mu, sd = x.mean(0), x.std(0) + 1e-6
     if len(np.unique(y)) < 2:
         raise UserError("linear patch probe: the training masks hold only one class at this eval.seg_size")
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced").fit((x - mu) / sd, y)
     scores = []
     for f, m in zip(fte, mte):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from typing import Optional
 
 from ssl_bench.results import RunDir
-from ssl_bench.slurm.submit import slurm_job_state
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +61,23 @@ def _log_tail(path: Path, n: int = 5) -> str:
     if not logs:
         return "(no log)"
     return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-n:])
+
+
+def slurm_job_state(job_id: str) -> Optional[str]:
+    """JobState from ``scontrol show job`` (PENDING, RUNNING, COMPLETED, FAILED, ...), None if unknown.
+    scontrol rather than sacct: clusters without accounting storage (like the test cluster) lack sacct."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    states = re.findall(r"JobState=(\S+)", out)
+    if not states:
+        return None
+    for s in ("RUNNING", "PENDING", "REQUEUED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"):
+        if s in states:
+            return s
+    return states[0]

@@ -19,7 +19,6 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -28,6 +27,7 @@ from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
 from ssl_bench.results import RunDir, fresh_run_dir  # noqa: F401 (re-exported)
+from ssl_bench.slurm.status import slurm_job_state  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -206,26 +206,6 @@ def submit_array(cfgs: list[RunConfig], folder: str | Path):
     for j, r in zip(jobs, runs):
         write_status(r.path, state="pending", job_id=str(j.job_id), requeues=0, submitted=time.time())
     return list(zip(jobs, runs))
-
-
-def slurm_job_state(job_id: str) -> Optional[str]:
-    """JobState from ``scontrol show job`` (PENDING, RUNNING, COMPLETED, FAILED, ...), None if unknown.
-    scontrol rather than sacct: clusters without accounting storage (like the test cluster) lack sacct."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=20
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    states = re.findall(r"JobState=(\S+)", out)
-    if not states:
-        return None
-    for s in ("RUNNING", "PENDING", "REQUEUED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"):
-        if s in states:
-            return s
-    return states[0]
 
 
 def wait_for(job, run: RunDir, poll_s: float = 2.0, stream=None) -> int:

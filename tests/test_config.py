@@ -71,3 +71,23 @@ def test_every_command_has_its_own_help(capsys):
     assert main(["run", "method=dino", "-h"]) == 0
     assert "teacher_temp" in capsys.readouterr().out
     assert main(["report", "--help"]) == 0 and "by=" in capsys.readouterr().out
+
+
+def test_only_rank_zero_logs_below_warning(monkeypatch):
+    """Under torchrun (RANK) or srun (SLURM_PROCID) a rank other than 0 keeps its warnings, not its info."""
+    import logging
+
+    from ssl_bench.cli import MainRankOnly
+
+    keep = MainRankOnly().filter
+    info = logging.LogRecord("ssl_bench", logging.INFO, __file__, 1, "epoch 1/2", None, None)
+    warn = logging.LogRecord("ssl_bench", logging.WARNING, __file__, 1, "loss is NaN", None, None)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    assert keep(info) and keep(warn)
+    for key in ("RANK", "SLURM_PROCID"):
+        monkeypatch.setenv(key, "3")
+        assert not keep(info) and keep(warn)
+        monkeypatch.setenv(key, "0")
+        assert keep(info)
+        monkeypatch.delenv(key)

@@ -1,21 +1,18 @@
 """The command line: ``python -m ssl_bench COMMAND [key=value ...]``; every command lives in this package
-(``train``: run, eval, export, config, list; ``report``: report, plot; ``sweeps``: sweep, status, ablate)."""
+(``run``; ``weights``: eval, export; ``show``: config, list; ``report``; ``plot``; ``sweeps``: sweep, ablate;
+``status``; ``help``: per-command help), imported only when that command runs."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import signal
 import sys
 import threading
 
-from ssl_bench import plugins
-from ssl_bench.cli.report import cmd_plot, cmd_report
-from ssl_bench.cli.sweeps import cmd_ablate, cmd_status, cmd_sweep
-from ssl_bench.cli.train import cmd_config, cmd_eval, cmd_export, cmd_list, cmd_run
-from ssl_bench.config import build_config, to_yaml
 from ssl_bench.errors import UserError
-from ssl_bench.results import flatten
 
 USAGE = """python -m ssl_bench COMMAND [key=value ...]
 
@@ -34,27 +31,57 @@ commands:
 """
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun / srun / the local DDP workers (0 otherwise), read without
+    importing torch: torch.distributed's once initialised, else RANK or SLURM_PROCID."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+class MainRankOnly(logging.Filter):
+    """Only rank 0 logs below WARNING: a run on 8 processes writes its progress once, and every rank's
+    warnings and errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or process_rank() == 0
+
+
 def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MainRankOnly())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
+        handlers=[handler],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
 
 
-COMMANDS = {
-    "config": cmd_config,
-    "sweep": cmd_sweep,
-    "status": cmd_status,
-    "ablate": cmd_ablate,
-    "run": cmd_run,
-    "eval": cmd_eval,
-    "export": cmd_export,
-    "list": cmd_list,
-    "report": cmd_report,
-    "plot": cmd_plot,
+COMMANDS = {  # each command's module is imported when it runs (benchmarks/startup.py measures it)
+    "config": "ssl_bench.cli.show:cmd_config",
+    "sweep": "ssl_bench.cli.sweeps:cmd_sweep",
+    "status": "ssl_bench.cli.status:cmd_status",
+    "ablate": "ssl_bench.cli.sweeps:cmd_ablate",
+    "run": "ssl_bench.cli.run:cmd_run",
+    "eval": "ssl_bench.cli.weights:cmd_eval",
+    "export": "ssl_bench.cli.weights:cmd_export",
+    "list": "ssl_bench.cli.show:cmd_list",
+    "report": "ssl_bench.cli.report:cmd_report",
+    "plot": "ssl_bench.cli.plot:cmd_plot",
 }
+
+
+def command(name: str):
+    """The function of command ``name``, from its own module: `--help`, `report` and `status` do not import
+    torch, the plug-ins or matplotlib. Modules that resolve configs import the engine, which loads every
+    plug-in (a plug-in that fails to import is a UserError here)."""
+    module, func = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 class Terminated(BaseException):
@@ -95,38 +122,15 @@ HELP = {  # per command: what it does, its own options (config keys are listed f
 CONFIG_COMMANDS = ("run", "config", "sweep", "ablate", "eval")
 
 
-def command_help(command: str, overrides: list[str]) -> str:
-    """The command's help; for commands that take config keys, every key of the selected method/backbone
-    (``run method=simclr --help`` lists SimCLR's), grouped by section."""
-    import textwrap
-
-    lines = [f"python -m ssl_bench {command}: {HELP[command]}"]
-    if command in CONFIG_COMMANDS:
-        import yaml
-
-        chosen = [o for o in overrides if o.split("=", 1)[0] in ("method", "backbone", "preset")]
-        if command == "ablate" and overrides and "=" not in overrides[0]:
-            chosen.append(f"method={overrides[0]}")
-        keys = list(flatten(yaml.safe_load(to_yaml(build_config(chosen)))))
-        groups: dict[str, list[str]] = {}
-        for k in keys:
-            head, _, rest = k.partition(".")
-            groups.setdefault(head + ("." if rest else ""), []).append(rest or head)
-        lines.append("\nconfig keys (values: python -m ssl_bench config ...; meanings: docs/configuration.md):")
-        top = [k for g, ks in groups.items() if not g.endswith(".") for k in ks]
-        lines += textwrap.wrap(" ".join(top), 110, initial_indent="  ", subsequent_indent="  ")
-        for g, ks in groups.items():
-            if g.endswith("."):
-                lines += textwrap.wrap(" ".join(ks), 110, initial_indent=f"  {g:<9}", subsequent_indent=" " * 11)
-    return "\n".join(lines)
-
-
 def _main(argv: list[str] | None) -> int:
-    plugins.load_all()  # the CLI loads every plug-in once; the core below never imports one
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):
         try:
-            print(command_help(argv[0], [a for a in argv[1:] if a not in ("-h", "--help")]))
+            print(
+                importlib.import_module("ssl_bench.cli.help").command_help(
+                    argv[0], [a for a in argv[1:] if a not in ("-h", "--help")]
+                )
+            )
         except UserError as err:
             print(f"error: {_one_line(err)}", file=sys.stderr)
             return 2
@@ -138,7 +142,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return COMMANDS[args.command](args.overrides)
+        return command(args.command)(args.overrides)
     except UserError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -1,8 +1,7 @@
-"""``sweep``, ``status`` and ``ablate``: grids of runs, their state, and a method's ablation grid."""
+"""``sweep`` and ``ablate``: grids of runs, and a method's ablation grid."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -16,7 +15,6 @@ from ssl_bench.errors import UserError
 from ssl_bench.report.plots import ablation_figure
 from ssl_bench.report.tables import write_tables
 from ssl_bench.results import flatten, new_run_id
-from ssl_bench.slurm.status import member_state
 from ssl_bench.slurm.submit import wait_for
 from ssl_bench.sweep import ablation_grid, ablation_variants, expand_grid, yaml_dict
 
@@ -44,40 +42,6 @@ def cmd_sweep(args: list[str]) -> int:
     write_json(manifest_path, manifest)  # before training: status can follow the sweep
     launch(cfgs, on_start=lambda i, c: log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(grid[i])))
     print(f"sweep manifest: {manifest_path}")
-    return 0
-
-
-def cmd_status(args: list[str]) -> int:
-    if len(args) != 1:
-        raise UserError("usage: python -m ssl_bench status SWEEP_MANIFEST.json|SWEEP_ID|RUN_DIR")
-    target = Path(args[0])
-    if target.is_dir() and (target / "config.yaml").is_file():
-        status = json.loads((target / "status.json").read_text()) if (target / "status.json").is_file() else {}
-        members = [{"run_dir": str(target), "job_id": status.get("job_id")}]
-    else:
-        if not target.is_file():
-            target = Path("results/sweeps") / f"{args[0]}.json"
-        if not target.is_file():
-            raise UserError(f"{args[0]!r} is neither a run folder nor a sweep manifest (results/sweeps/*.json)")
-        try:
-            members = json.loads(target.read_text())["members"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(
-                f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''})"
-            ) from None
-    rows = [member_state(m["run_dir"], m.get("job_id")) for m in members]
-    for r in rows:
-        line = (
-            f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  "
-            f"{r['run_dir']}"
-        )
-        print(line)
-        if r.get("error"):
-            print("    " + r["error"].replace("\n", "\n    "))
-    states = ("pending", "running", "done", "failed", "stopped", "unreadable")
-    counts = {s: sum(r["state"] == s for r in rows) for s in states}
-    print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in states[:4]))
     return 0
 
 

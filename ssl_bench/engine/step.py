@@ -3,6 +3,8 @@ optimizer, EMA), shared by the training loop and the benchmarks."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ssl_bench import dist as D
@@ -15,6 +17,9 @@ from ssl_bench.data.multicrop import crop_policy
 from ssl_bench.engine.optim import clip_gradients, peak_lr
 from ssl_bench.engine.setup import compile_backbones
 from ssl_bench.methods.base import Method, StepState
+
+log = logging.getLogger(__name__)
+_WARNED: list[str] = []
 
 
 @torch.no_grad()
@@ -70,6 +75,12 @@ def make_train_step(
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     # fp16 overflows where bf16 does not: scale the loss, skip steps with inf/NaN gradients (DINO's fp16_scaler)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+    if cfg.precision == "fp16" and dev.type == "cpu" and not _WARNED:
+        _WARNED.append("fp16-cpu")  # once per process
+        log.warning(
+            "precision=fp16 on a CPU: its half-precision kernels are slow there (many times slower than fp32); "
+            "precision=fp32 or bf16 for CPU runs, fp16 for GPUs"
+        )
     norm = device_normalizer(mean_std[0], mean_std[1], dev) if mean_std is not None else None
     if cfg.compile:
         compile_backbones(method)
