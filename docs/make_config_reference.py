@@ -30,33 +30,55 @@ def _comments(cls) -> dict[str, str]:
     return out
 
 
-def _default(f) -> str:
-    if f.default is not dataclasses.MISSING:
-        return repr(f.default)
-    if f.default_factory is not dataclasses.MISSING:
-        v = f.default_factory()
-        return "(see below)" if dataclasses.is_dataclass(v) else repr(v)
-    return ""
+def _value(v) -> str:
+    """A default as the command line writes it (``null``, ``true``, ``[0.3, 1.0]``), never a dataclass repr."""
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
-def _section(prefix: str, cls, lines: list[str]) -> None:
-    notes = _comments(cls)
+def _notes(cls) -> dict[str, str]:
+    """The source comments of ``cls`` and of every class it inherits from (the subclass's win)."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__[:-1]):
+        if dataclasses.is_dataclass(base):
+            out.update({k: v for k, v in _comments(base).items() if v or k not in out})
+    return out
+
+
+SELECTORS = {"method": "dino", "backbone": "vit_tiny"}  # build_config's choice when none is named
+
+
+def _section(prefix: str, obj, lines: list[str], title: str = "", selected: str = "") -> None:
+    """One table per config section: its keys as written on the command line (``method.hidden_dim``), their
+    default in that section (``obj``: an instance, so a registered backbone shows its own sizes) and notes."""
+    cls = type(obj)
+    notes = _notes(cls)
     doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-    lines += [f"## `{prefix or 'top level'}`", "", doc, "", "| key | default | notes |", "|---|---|---|"]
+    head = title or f"`{prefix or 'top level'}`"
+    lines += [f"## {head}", "", *([selected, ""] if selected else []), doc, "", "| key | default | notes |"]
+    lines.append("|---|---|---|")
     nested = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        if not prefix and f.name in SELECTORS:  # method=NAME / backbone=NAME pick a section below
+            lines.append(
+                f"| `{f.name}` | `{SELECTORS[f.name]}` | {notes.get(f.name, '')}: one of the `{f.name}=` sections |"
+            )
+            continue
+        if dataclasses.is_dataclass(value):
+            nested.append((key, value))
+            continue
         choices = f.metadata.get("choices")
         note = notes.get(f.name, "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
         rng = f.metadata.get("range")
         note += f" Valid: {rng.describe()}." if rng is not None else ""
-        lines.append(f"| `{key}` | `{_default(f)}` | {note.replace('|', '/')} |")
-        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(value):
-            nested.append((key, type(value)))
+        lines.append(f"| `{key}` | `{_value(value)}` | {note.strip().replace('|', '/')} |")
     lines.append("")
     for key, sub in nested:
-        _section(key, sub, lines)
+        if key not in ("method", "backbone"):  # those two have one section per registered name, below
+            _section(key, sub, lines)
 
 
 def reference() -> str:
@@ -74,15 +96,12 @@ def reference() -> str:
         "`key=value` on the command line; `python -m ssl_bench config ...` prints the resolved result.",
         "",
     ]
-    _section("", C.RunConfig, lines)
+    _section("", C.RunConfig(), lines)
     for reg, prefix in ((METHODS, "method"), (BACKBONES, "backbone")):
-        seen = set()
         for name in reg.names():
-            cls = reg.get(name).config
-            if cls in seen:
-                continue
-            seen.add(cls)
-            _section(f"{prefix} ({prefix}={name})", cls, lines)
+            obj = reg.get(name).config(name=name)
+            selected = f"Selected by `{prefix}={name}`; these keys are then `{prefix}.KEY=VALUE`."
+            _section(prefix, obj, lines, title=f"`{prefix}={name}`", selected=selected)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -301,6 +301,11 @@ class LogConfig:
 
     tensorboard: bool = False  # scalars per step and per epoch under <run_dir>/tensorboard (pip install tensorboard)
     every_steps: int = bounded(10, 1)  # per-step scalars every N steps (each costs a device-to-host copy of the loss)
+    # Weights & Biases: the same scalars, the config, the final metrics as summary, under <run_dir>/wandb
+    # (pip install wandb); offline: written for a later `wandb sync`, as solo-learn's wandb.offline
+    wandb: bool = False
+    wandb_project: str = "ssl-bench"
+    wandb_offline: bool = False
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ssl_bench import dist as D
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.data.datasets import DataSplits, run_datasets
 from ssl_bench.data.device_aug import base_transform
+from ssl_bench.data.identity import check_same_data, run_data
 from ssl_bench.data.loader import run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, crop_policy
 from ssl_bench.engine import provenance
@@ -42,7 +43,7 @@ from ssl_bench.engine.step import device_augmenter, device_normalizer, ema_updat
 from ssl_bench.engine.tracking import Tracker
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method
-from ssl_bench.results import RunDir, fresh_run_dir
+from ssl_bench.results import RunDir, flatten, fresh_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,26 @@ class Trainer:
             set_rng_state(ckpt["rng"])
             log.info("resumed %s at epoch %d, step %d", run.path, start_epoch + 1, step)
         if D.is_main():
+            data = run_data(cfg)
+            if start_epoch or step:
+                check_same_data(run, data)
             run.write_config(to_yaml(cfg))
-            provenance.record(run.path, dev)
+            normalize = {"mean": [float(v) for v in splits.mean], "std": [float(v) for v in splits.std]}
+            provenance.record(run.path, dev, data, normalize)
         train_step = make_train_step(cfg, method, opt, spe, dev, (splits.mean, splits.std))
         scaler = train_step.scaler
         if scaler_state:
             scaler.load_state_dict(scaler_state)
         extra = lambda **kw: {**kw, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}  # noqa: E731
-        tracker = Tracker(run.path, cfg.log.tensorboard and D.is_main(), cfg.log.every_steps)
+        tracker = Tracker(
+            run.path,
+            cfg.log.tensorboard and D.is_main(),
+            cfg.log.every_steps,
+            wandb=cfg.log.wandb and D.is_main(),
+            config=flatten(yaml.safe_load(to_yaml(cfg))),
+            project=cfg.log.wandb_project,
+            offline=cfg.log.wandb_offline,
+        )
         try:
             return self._loop(
                 run, method, splits, spe, opt, train_step, extra, tracker, start_epoch, step, start_batch, partial
@@ -235,6 +248,7 @@ class Trainer:
         rows += self.evaluate(method.encoder(), splits, cfg.eval.evals, write=run.write_metrics)
         if cfg.eval.baseline and cfg.eval.evals:
             rows += self.evaluate_baseline(splits, cfg.eval.evals, write=run.write_metrics)
+        tracker.finish(rows)
         return RunResult(run, rows)
 
     def evaluate(self, encoder: nn.Module, splits: DataSplits, names: list[str], write=None) -> list[dict]:

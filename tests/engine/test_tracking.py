@@ -58,17 +58,24 @@ def test_tensorboard_scalars_per_step_and_per_epoch(tmp_path):
     assert [e.value for e in acc.Scalars("epoch/loss")] == pytest.approx(logged)
 
 
-def test_fp16_trains_with_a_grad_scaler_and_resumes_it(tmp_path, monkeypatch):
+def test_fp16_trains_with_a_grad_scaler_and_resumes_it(tmp_path, monkeypatch, caplog):
     """precision=fp16: the loss is scaled and the scaler's state is in the checkpoint (tensors only); a run
     killed after epoch 1 and resumed ends with the same weights and the same scale as an uninterrupted one."""
     from ssl_bench.config import build_config
     from ssl_bench.engine.train import train
 
     common = [*SMALL, *TINY, "precision=fp16", "device=cpu", "eval.baseline=false", "evals="]
-    train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
+    import ssl_bench.engine.step as step
+
+    monkeypatch.setattr(step, "_WARNED", [])
+    with caplog.at_level("WARNING", logger="ssl_bench.engine.step"):
+        train(build_config(common + [f"run_dir={tmp_path / 'full'}"]))
+    # fp16 on a CPU says once that it is slow there
+    assert sum("precision=fp16 on a CPU" in r.getMessage() for r in caplog.records) == 1
     with killed_after_checkpoint(monkeypatch, lambda epoch, step: epoch == 1):
         train(build_config(common + [f"run_dir={tmp_path / 'part'}"]))
     train(build_config(common + [f"run_dir={tmp_path / 'part'}", "resume=auto"]))
+    assert sum("precision=fp16 on a CPU" in r.getMessage() for r in caplog.records) == 1
     a, b = (read_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("full", "part"))
     assert a["extra"]["scaler"]["scale"] > 0 and a["extra"]["scaler"] == b["extra"]["scaler"]
     assert all(torch.equal(a["method"][k], b["method"][k]) for k in a["method"])
@@ -119,3 +126,31 @@ def test_srun_environment_is_detected(monkeypatch):
     assert env_launch() is None
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
     assert env_launch() == "srun"
+
+
+def test_tensorboard_gets_the_settings_as_hparams_with_the_final_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["run", *SMALL, *TINY, "log.tensorboard=true", "evals=knn", f"results_root={tmp_path}"]) == 0
+    run = _only_run(tmp_path)
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    final = {r["eval"] + "/" + r["metric"]: r["value"] for r in run.read_metrics()}
+    assert [e.value for e in acc.Scalars("final/knn/top1")] == pytest.approx([final["knn/top1"]])
+    blob = b"".join(acc.PluginTagToContent("hparams").values())
+    assert b"optim.lr" in blob and b"method.name" in blob
+
+
+def test_wandb_offline_run_holds_scalars_config_and_final_metrics(tmp_path):
+    """`log.wandb=true log.wandb_offline=true`: a W&B run under the run folder, for `wandb sync`, holding the
+    per-step and per-epoch scalars, the resolved config and the final k-NN as its summary."""
+    pytest.importorskip("wandb", reason="wandb is installed by the test extra: pip install -e '.[test]'")
+    args = ["run", *SMALL, *TINY, "log.wandb=true", "log.wandb_offline=true", "log.every_steps=5", "evals=knn"]
+    assert main([*args, f"results_root={tmp_path}"]) == 0
+    run = _only_run(tmp_path)
+    (record,) = (run.path / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()  # protobuf records: their keys and JSON values are plain bytes in the file
+    for key in (b"step/loss", b"step/lr", b"epoch/loss", b"optim.lr", b"method.name", b"knn/top1"):
+        assert key in data, key
+    final = {r["eval"] + "/" + r["metric"]: r["value"] for r in run.read_metrics()}
+    assert repr(final["knn/top1"]).encode() in data
