@@ -379,3 +379,20 @@ def test_divergence_guard_cadence_on_a_gpu_and_the_epoch_end(tmp_path):
         guard.check(nan, step=7, epoch=0, end_of_epoch=True)
     with pytest.raises(UserError, match="step 25 "):
         guard.check(nan, step=25, epoch=0)
+
+
+def test_a_local_sweep_goes_on_past_a_diverging_member(tiny, tmp_path, capsys):
+    """`sweep optim.lr=1e6,1e-3`: the first member diverges, the second still trains; the exit code counts the
+    failed member and `status` says failed (with its one-line reason) and done."""
+    root = tmp_path / "runs"
+    args = ["sweep", *DINO_TINY, *tiny, "optim.lr=1e6,1e-3", "progress=false", f"results_root={root}"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 sweep members failed" in out
+    (manifest,) = (tmp_path / "sweeps").glob("*.json")
+    members = json.loads(manifest.read_text())["members"]
+    assert "diverged" in members[0]["error"] and "error" not in members[1]
+    assert main(["status", str(manifest)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("failed") and "diverged" in lines[1]
+    assert lines[2].startswith("done") and lines[-1].startswith("0 pending, 0 running, 1 done, 1 failed")

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 HELP = {  # per command: what it does, its own options (config keys are listed from the schema)
     "run": "train one method and evaluate it; every config key below can be set as key=value",
     "config": "print the resolved config (preset <- recipe <- key=value) and run nothing",
-    "sweep": "run a grid (key=a,b,c expands) as one SLURM job array or one after the other; any config key",
+    "sweep": "run a grid (key=a,b,c expands) as one SLURM job array or one after the other (a failed member "
+    "is recorded and the rest run; the exit code counts the failed); any config key",
     "ablate": "ablate METHOD: run the grid in configs/ablations/METHOD.yaml (+ any config key, grids allowed)",
     "eval": "eval run=RUN_DIR [evals=knn,linear,seg] [eval.*, data.root, device, threads], or\n"
     "eval weights=FILE [backbone=NAME ...] [evals=...] [dataset=..., data.*, eval.*]: score a weights file",

@@ -28,7 +28,7 @@ def cmd_status(args: list[str]) -> int:
                 f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''})"
             ) from None
-    rows = [member_state(m["run_dir"], m.get("job_id")) for m in members]
+    rows = [_recorded(member_state(m["run_dir"], m.get("job_id")), m) for m in members]
     for r in rows:
         line = (
             f"{r['state']:<8} job {r['job_id'] or '-':<10} requeued {r['requeues']}x  epochs {r['epochs_done']}  "
@@ -41,3 +41,11 @@ def cmd_status(args: list[str]) -> int:
     counts = {s: sum(r["state"] == s for r in rows) for s in states}
     print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in states[:4]))
     return 0
+
+
+def _recorded(row: dict, member: dict) -> dict:
+    """A member the sweep recorded as failed (its run raised before or while training) is failed, whatever
+    its folder holds: a run that failed before its first checkpoint leaves no folder."""
+    if member.get("error") and row["state"] != "done":
+        return {**row, "state": "failed", "error": member["error"]}
+    return row

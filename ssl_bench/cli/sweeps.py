@@ -40,9 +40,20 @@ def cmd_sweep(args: list[str]) -> int:
     for g, c in zip(grid, cfgs):
         members.append({"overrides": g, "run_dir": c.run_dir, "job_id": None})
     write_json(manifest_path, manifest)  # before training: status can follow the sweep
-    launch(cfgs, on_start=lambda i, c: log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(grid[i])))
+    failed = 0
+    for i, (g, c) in enumerate(zip(grid, cfgs)):
+        log.info("sweep member %d/%d: %s", i + 1, len(cfgs), " ".join(g))
+        try:
+            launch([c])
+        except UserError as err:  # a diverging member, a bad data folder: recorded, and the sweep goes on
+            failed += 1
+            members[i]["error"] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            write_json(manifest_path, manifest)
+            log.error("sweep member %d/%d failed: %s", i + 1, len(cfgs), members[i]["error"])
     print(f"sweep manifest: {manifest_path}")
-    return 0
+    if failed:
+        print(f"{failed} of {len(cfgs)} sweep members failed: python -m ssl_bench status {manifest_path}")
+    return min(failed, 100)  # the exit code counts the failed members
 
 
 def cmd_ablate(args: list[str]) -> int:
