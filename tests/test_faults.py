@@ -396,3 +396,31 @@ def test_a_local_sweep_goes_on_past_a_diverging_member(tiny, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("failed") and "diverged" in lines[1]
     assert lines[2].startswith("done") and lines[-1].startswith("0 pending, 0 running, 1 done, 1 failed")
+
+
+def test_eval_run_refuses_a_run_still_training_or_stopped_early(tiny, tmp_path, monkeypatch, capsys):
+    """`eval run=` on a folder a training process holds, or on a run killed after epoch 1 of 2, is one line and
+    exit 2, and the run's metrics stay as they were (nothing that `report` would show as finished)."""
+    from ssl_bench.results import RunDir
+    from tests.conftest import killed_after_checkpoint
+
+    path = tmp_path / "run"
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.train import train
+
+    with killed_after_checkpoint(monkeypatch, lambda epoch, step: epoch == 1):
+        train(build_config([*DINO_TINY, *tiny, "optim.epochs=2", f"run_dir={path}"]))
+    before = (path / "metrics.json").read_bytes() if (path / "metrics.json").exists() else None
+    assert main(["eval", f"run={path}", "evals=knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stopped after epoch 1 of 2" in err and "resume=auto" in err and "\n" not in err
+    after = (path / "metrics.json").read_bytes() if (path / "metrics.json").exists() else None
+    assert after == before
+    monkeypatch.undo()
+    assert main(["run", *DINO_TINY, *tiny, "optim.epochs=2", f"run_dir={path}", "resume=auto"]) == 0
+    capsys.readouterr()
+    with RunDir(path).lock():  # as a training process holds it
+        assert main(["eval", f"run={path}", "evals=knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is in use by" in err and "\n" not in err
+    assert main(["eval", f"run={path}", "evals=knn"]) == 0

@@ -80,13 +80,20 @@ def evaluate_run(run_dir: str | Path, overrides: list[str]) -> RunResult:
         raise UserError(f"bad eval override: {str(err).splitlines()[0]}") from None
     for name in cfg.eval.evals:
         EVALS.get(name)
-    cfg = prepare_process(replace(cfg, run_dir=str(run.path)))
-    device = pick_device(cfg.device)
-    splits = run_datasets(cfg)
-    method = build_method(cfg).to(device)
-    load_checkpoint(run.checkpoint, method, None)
-    rows = evaluate(cfg, device, method.encoder(), splits, cfg.eval.evals)
-    if cfg.eval.baseline:
-        rows += evaluate_baseline(cfg, device, splits, cfg.eval.evals)
-    run.write_metrics(rows)
+    with run.lock():  # a run still training holds its folder: refused with one line naming the holder
+        done = len(run.read_train_log())
+        if done < saved.optim.epochs:
+            raise UserError(
+                f"run={str(run_dir)!r} stopped after epoch {done} of {saved.optim.epochs}: its checkpoint is not "
+                f"the trained model; finish it first with run run_dir={str(run_dir)} resume=auto"
+            )
+        cfg = prepare_process(replace(cfg, run_dir=str(run.path)))
+        device = pick_device(cfg.device)
+        splits = run_datasets(cfg)
+        method = build_method(cfg).to(device)
+        load_checkpoint(run.checkpoint, method, None)
+        rows = evaluate(cfg, device, method.encoder(), splits, cfg.eval.evals)
+        if cfg.eval.baseline:
+            rows += evaluate_baseline(cfg, device, splits, cfg.eval.evals)
+        run.write_metrics(rows)
     return RunResult(run, rows)
