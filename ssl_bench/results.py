@@ -120,10 +120,12 @@ class RunDir:
     def read_config(self) -> dict:
         return yaml.safe_load((self.path / CONFIG).read_text())
 
-    def check_resume(self, new_config: dict) -> None:
+    def check_resume(self, new_config: dict, recorded: dict | None = None) -> None:
         """Refuse to resume with settings that change the training trajectory (batch, crops, optimizer,
-        schedules, method, dataset, seed, ...): one line naming the keys that differ."""
-        saved = flatten(self.read_config())
+        schedules, method, dataset, seed, ...): one line naming the keys that differ. ``recorded``: the flat
+        settings the checkpoint itself carries (what it was trained with, whatever config.yaml now says);
+        without them (checkpoints from before they were recorded) the folder's config.yaml."""
+        saved = dict(recorded) if recorded is not None else flatten(self.read_config())
         new = flatten(new_config)
         first = ("method.name", "dataset", "backbone.name")  # named first: they explain the rest
         changed = sorted(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssl_bench.__main__ import main
+from ssl_bench.results import RunDir
 
 DINO_TINY = [
     "method=dino",
@@ -401,7 +402,6 @@ def test_a_local_sweep_goes_on_past_a_diverging_member(tiny, tmp_path, capsys):
 def test_eval_run_refuses_a_run_still_training_or_stopped_early(tiny, tmp_path, monkeypatch, capsys):
     """`eval run=` on a folder a training process holds, or on a run killed after epoch 1 of 2, is one line and
     exit 2, and the run's metrics stay as they were (nothing that `report` would show as finished)."""
-    from ssl_bench.results import RunDir
     from tests.conftest import killed_after_checkpoint
 
     path = tmp_path / "run"
@@ -424,3 +424,28 @@ def test_eval_run_refuses_a_run_still_training_or_stopped_early(tiny, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert "is in use by" in err and "\n" not in err
     assert main(["eval", f"run={path}", "evals=knn"]) == 0
+
+
+def test_resume_compares_against_the_checkpoint_s_own_settings(tiny, tmp_path, monkeypatch, capsys):
+    """With config.yaml deleted or edited by hand, `resume=auto` with another batch size is refused: the
+    checkpoint carries the settings it was trained with. The same settings resume."""
+    from ssl_bench.config import build_config
+    from ssl_bench.engine.train import train
+    from tests.conftest import killed_after_checkpoint
+
+    path = tmp_path / "run"
+    base = [*DINO_TINY, *tiny, "optim.epochs=2", f"run_dir={path}"]
+    with killed_after_checkpoint(monkeypatch, lambda epoch, step: epoch == 1):
+        train(build_config(base))
+    monkeypatch.undo()
+    (path / "config.yaml").unlink()
+    assert main(["run", *base, "optim.batch_size=8", "resume=auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "optim.batch_size" in err and "\n" not in err
+    # a config.yaml edited to agree with the new settings is not what the checkpoint was trained with
+    (path / "config.yaml").write_text("optim:\n  batch_size: 8\n")
+    assert main(["run", *base, "optim.batch_size=8", "resume=auto"]) == 2
+    assert "optim.batch_size" in capsys.readouterr().err
+    (path / "config.yaml").unlink()
+    assert main(["run", *base, "resume=auto"]) == 0
+    assert len(RunDir(path).read_train_log()) == 2

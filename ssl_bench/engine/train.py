@@ -23,7 +23,7 @@ from ssl_bench.data.identity import check_same_data, run_data
 from ssl_bench.data.loader import run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, crop_policy
 from ssl_bench.engine import provenance
-from ssl_bench.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from ssl_bench.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.engine.evaluation import evaluate, evaluate_baseline, evaluate_run  # noqa: F401 (public here too)
 from ssl_bench.engine.guards import DivergenceGuard
 from ssl_bench.engine.optim import make_optimizer
@@ -114,9 +114,12 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         opt = make_optimizer(cfg.optim, method)
         start_epoch, step, start_batch, partial, scaler_state = 0, 0, 0, {}, None
+        settings = flatten(yaml.safe_load(to_yaml(cfg)))
         if run.has_checkpoint() and cfg.resume == "auto":
-            if (run.path / "config.yaml").is_file():
-                run.check_resume(yaml.safe_load(to_yaml(cfg)))
+            # the checkpoint's own settings decide (config.yaml may be gone or edited); before loading its weights
+            recorded = read_checkpoint(run.checkpoint)["extra"].get("settings")
+            if recorded is not None or (run.path / "config.yaml").is_file():
+                run.check_resume(yaml.safe_load(to_yaml(cfg)), recorded)
             ckpt = load_checkpoint(run.checkpoint, method, opt)
             start_epoch, step = ckpt["epoch"], ckpt["step"]
             start_batch = step - start_epoch * spe  # > 0 when the checkpoint was taken mid-epoch
@@ -135,7 +138,11 @@ class Trainer:
         scaler = train_step.scaler
         if scaler_state:
             scaler.load_state_dict(scaler_state)
-        extra = lambda **kw: {**kw, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}  # noqa: E731
+        extra = lambda **kw: {  # noqa: E731
+            **kw,
+            "settings": settings,  # what resume=auto compares against
+            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
+        }
         tracker = Tracker(
             run.path,
             cfg.log.tensorboard and D.is_main(),
