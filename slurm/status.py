@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def member_state(run_dir: str, job_id: str | None) -> dict:
-    """State of one run: pending, running, done, failed (with log tail), stopped (a local run whose process
-    is gone before it finished), unreadable (a file in it cannot be read, named); requeue count."""
+    """State of one run: pending, running, done (trained and every evaluation written), failed (with its
+    reason or log tail), stopped (a local run whose process is gone before it finished, before or after its
+    first checkpoint), missing (a submitted job's folder is gone), unreadable (a file in it cannot be read,
+    named); requeue count."""
     run = RunDir(run_dir)
     try:
         return _member_state(run, job_id)
@@ -34,11 +36,27 @@ def member_state(run_dir: str, job_id: str | None) -> dict:
 def _member_state(run: RunDir, job_id: str | None) -> dict:
     status = json.loads((run.path / "status.json").read_text()) if (run.path / "status.json").is_file() else {}
     state = status.get("state")
+    error = None
+    if job_id and not run.path.is_dir():
+        state = "missing"  # a submitted job's folder (made at submission) is gone: deleted or moved
     if state is None:
         started = bool(run.read_train_log()) or run.has_checkpoint()
-        state = "done" if run.read_metrics() else ("running" if started else "pending")
-        if state == "running" and not job_id and not run.in_use():
-            state = "stopped"  # no process holds the folder: killed or interrupted; resume=auto continues it
+        metrics = run.read_metrics()
+        state = "done" if metrics else ("running" if started else "pending")
+        alive = run.in_use()
+        if state == "done":
+            # done means every evaluation it was asked for wrote its rows (metrics.json is written after each)
+            config = run.read_config() if (run.path / "config.yaml").is_file() else {}
+            wanted = (config.get("eval") or {}).get("evals") or []
+            missing = [e for e in wanted if e not in {r.get("eval") for r in metrics}]
+            if missing and alive:
+                state = "running"
+            elif missing:
+                state = "failed"
+                error = f"evaluation {missing[0]} did not finish: eval run={run.path} evals={','.join(missing)}"
+        if state in ("running", "pending") and not job_id and not alive and (run.path / "config.yaml").is_file():
+            # no process holds a folder it wrote: killed or interrupted; resume=auto continues it
+            state = "stopped"
     slurm = slurm_job_state(job_id) if job_id else None
     if state in ("pending", "running") and slurm in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
         state = "failed"
@@ -52,7 +70,7 @@ def _member_state(run: RunDir, job_id: str | None) -> dict:
         "epochs_done": len(run.read_train_log()),
     }
     if state == "failed":
-        out["error"] = status.get("error") or _log_tail(run.path)
+        out["error"] = error or status.get("error") or _log_tail(run.path)
     return out
 
 

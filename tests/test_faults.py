@@ -449,3 +449,35 @@ def test_resume_compares_against_the_checkpoint_s_own_settings(tiny, tmp_path, m
     (path / "config.yaml").unlink()
     assert main(["run", *base, "resume=auto"]) == 0
     assert len(RunDir(path).read_train_log()) == 2
+
+
+def test_status_tells_stopped_failed_missing_and_done_apart(tmp_path, capsys):
+    """A run whose linear probe never wrote its rows is failed (naming it), a folder killed before its first
+    checkpoint is stopped, a submitted job's deleted folder is missing; only a complete run is done."""
+
+    def folder(name, evals, metrics, log=True):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.yaml").write_text(json.dumps({"eval": {"evals": evals}}))
+        if log:
+            (path / "train.jsonl").write_text('{"epoch": 1, "loss": 1.0}\n')
+        if metrics is not None:
+            (path / "metrics.json").write_text(json.dumps(metrics))
+        return str(path)
+
+    train = {"eval": "train", "metric": "final_loss", "value": 1.0}
+    knn = {"eval": "knn", "metric": "top1", "value": 0.5}
+    members = [
+        {"run_dir": folder("done", ["knn"], [train, knn]), "job_id": None},
+        {"run_dir": folder("probe_failed", ["knn", "linear"], [train, knn]), "job_id": None},
+        {"run_dir": folder("killed_early", ["knn"], None, log=False), "job_id": None},
+        {"run_dir": str(tmp_path / "deleted"), "job_id": "999999"},
+    ]
+    manifest = tmp_path / "sweep.json"
+    manifest.write_text(json.dumps({"members": members}))
+    assert main(["status", str(manifest)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    states = [line.split()[0] for line in out if not line.startswith(" ") and "job" in line]
+    assert states == ["done", "failed", "stopped", "missing"], out
+    assert any("evaluation linear did not finish" in line for line in out)
+    assert out[-1].startswith("0 pending, 0 running, 1 done, 1 failed, 1 stopped, 1 missing")

@@ -37,7 +37,7 @@ def cmd_status(args: list[str]) -> int:
         print(line)
         if r.get("error"):
             print("    " + r["error"].replace("\n", "\n    "))
-    states = ("pending", "running", "done", "failed", "stopped", "unreadable")
+    states = ("pending", "running", "done", "failed", "stopped", "missing", "unreadable")
     counts = {s: sum(r["state"] == s for r in rows) for s in states}
     print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in states[:4]))
     return 0
