@@ -481,3 +481,47 @@ def test_status_tells_stopped_failed_missing_and_done_apart(tmp_path, capsys):
     assert states == ["done", "failed", "stopped", "missing"], out
     assert any("evaluation linear did not finish" in line for line in out)
     assert out[-1].startswith("0 pending, 0 running, 1 done, 1 failed, 1 stopped, 1 missing")
+
+
+def test_export_refuses_bad_targets_and_diverged_weights(finished_run, tmp_path, monkeypatch, capsys):
+    """`export` never overwrites its weights with metadata, writes nothing into a folder that is not there,
+    leaves nothing half-written when the disk fails, and does not export NaN weights."""
+    import errno
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    cases = {
+        "enc.json": "the .safetensors and .json are written beside it",
+        "adir": "is a folder",
+        "nope/enc.pt": "does not exist",
+        "afile/enc.pt": "is a file",
+        "": "out= is empty",
+    }
+    for out, message in cases.items():
+        target = f"out={tmp_path / out}" if out else "out="
+        assert main(["export", f"run={finished_run}", target]) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (out, err)
+    assert not (tmp_path / "enc.json").exists() and not list((tmp_path / "adir").iterdir())
+
+    import ssl_bench.engine.weights as W
+
+    def disk_full(path, fn, mode="w"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(W, "write_atomic", disk_full)
+    (tmp_path / "full").mkdir()
+    assert main(["export", f"run={finished_run}", f"out={tmp_path / 'full' / 'enc.pt'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write the export (No space left on device)" in err.splitlines()[-1]
+    assert not list((tmp_path / "full").iterdir())  # the .pt written before the failure is removed
+    monkeypatch.undo()
+
+    ckpt = torch.load(finished_run / "checkpoint.pt", weights_only=True)
+    ckpt["method"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["method"].items()
+    }
+    torch.save(ckpt, finished_run / "checkpoint.pt")
+    assert main(["export", f"run={finished_run}", f"out={tmp_path / 'nan.pt'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hold NaN or inf" in err and "\n" not in err and not (tmp_path / "nan.pt").exists()

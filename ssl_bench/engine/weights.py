@@ -51,6 +51,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    out = _export_target(out)
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").is_file() or not run.has_checkpoint():
         raise UserError(f"run={str(run_dir)!r} is not a run folder with config.yaml and checkpoint.pt")
@@ -65,10 +66,11 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
         )
     # timm's ResNets use torchvision's parameter names, so one state dict serves both
     state = {k: v.detach().contiguous().clone() for k, v in enc.model.state_dict().items()}
-    out = Path(out)
-    if out.suffix == ".safetensors":
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
         raise UserError(
-            f"out={str(out)!r}: name the state-dict file (e.g. encoder.pt); the .safetensors copy is written beside it"
+            f"run={str(run_dir)!r}: the encoder's weights hold NaN or inf in {len(bad)} tensors (e.g. {bad[0]}); "
+            "the run diverged, refusing to export them"
         )
     meta = {
         "format": fmt,
@@ -106,10 +108,36 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
             "model.maxpool = torch.nn.Identity()"
         )
     paths = [out, out.with_suffix(".safetensors"), out.with_suffix(".json")]
-    save_torch(paths[0], state)
-    write_atomic(paths[1], lambda f: f.write(safetensors_bytes(state)), mode="wb")
-    write_json(paths[2], meta)
+    existed = {p for p in paths if p.exists()}
+    try:
+        save_torch(paths[0], state)
+        write_atomic(paths[1], lambda f: f.write(safetensors_bytes(state)), mode="wb")
+        write_json(paths[2], meta)
+    except OSError as err:
+        for p in paths:  # nothing half-written: remove what this call wrote
+            if p not in existed and p.is_file():
+                p.unlink()
+        raise UserError(f"out={str(out)!r}: cannot write the export ({err.strerror or err})") from None
     return paths
+
+
+def _export_target(out: str | Path) -> Path:
+    """The state-dict file of an export: not the .safetensors or .json written beside it, not a folder, in
+    a folder that exists."""
+    if not str(out).strip():
+        raise UserError("out= is empty: name the state-dict file to write, e.g. out=encoder.pt")
+    out = Path(out).expanduser()
+    if out.suffix in (".safetensors", ".json"):
+        raise UserError(
+            f"out={str(out)!r}: name the state-dict file (e.g. encoder.pt); the .safetensors and .json are "
+            "written beside it"
+        )
+    if out.is_dir():
+        raise UserError(f"out={str(out)!r} is a folder: name the state-dict file in it, e.g. {out / 'encoder.pt'}")
+    if not out.parent.is_dir():
+        what = "is a file" if out.parent.exists() else "does not exist"
+        raise UserError(f"out={str(out)!r}: its folder {str(out.parent)!r} {what}")
+    return out
 
 
 def pretrained_cfg(cfg, run: RunDir, file: str) -> dict:
