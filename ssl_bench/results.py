@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt", ".lock"
 PROVENANCE = "provenance.json"
 WEIGHTS_SOURCE = "weights.json"  # `eval weights=` runs: the file scored and the export's record of its run
+# the temp names atomic.write_atomic gives the files above while writing them (mkstemp: 8 random characters)
+OWN_TEMP = re.compile(
+    r"\.("
+    + "|".join(
+        re.escape(n) for n in (CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, PROVENANCE, WEIGHTS_SOURCE, "status.json")
+    )
+    + r")\.[A-Za-z0-9_]{8}\.tmp"
+)
 
 # Config keys that may differ when a run is resumed: they do not change its training trajectory
 # (evaluation, logging, where things live, how it is launched). Everything else must match.
@@ -175,8 +184,9 @@ class RunDir:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
             for tmp in self.path.glob(".*.tmp"):  # half-written files of a writer killed mid-save
-                log.info("removing %s, left by a run killed while writing", tmp)
-                tmp.unlink(missing_ok=True)
+                if OWN_TEMP.fullmatch(tmp.name):  # only the suite's own: a user's *.tmp in run_dir stays
+                    log.info("removing %s, left by a run killed while writing", tmp)
+                    tmp.unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)

@@ -300,10 +300,14 @@ def test_masks_follow_one_rule(tmp_path, values):
 
 
 def test_a_file_half_written_by_a_killed_run_is_removed_on_resume(finished_run, tiny):
-    stale = finished_run / ".checkpoint.pt.k3x9.tmp"
+    stale = finished_run / ".checkpoint.pt.k3x9ab_q.tmp"  # the name atomic.write_atomic's mkstemp gives
     stale.write_bytes(b"half a checkpoint")
+    mine = [finished_run / ".notes.tmp", finished_run / ".checkpoint.pt.draft.tmp"]  # a user's own files
+    for f in mine:
+        f.write_text("keep me")
     assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 0
     assert not stale.exists()
+    assert all(f.read_text() == "keep me" for f in mine)
 
 
 def test_status_tells_a_killed_local_run_from_a_running_one(finished_run, tmp_path, capsys):
