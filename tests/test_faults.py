@@ -529,3 +529,13 @@ def test_export_refuses_bad_targets_and_diverged_weights(finished_run, tmp_path,
     assert main(["export", f"run={finished_run}", f"out={tmp_path / 'nan.pt'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "hold NaN or inf" in err and "\n" not in err and not (tmp_path / "nan.pt").exists()
+
+
+def test_a_symlink_loop_in_an_image_folder_is_refused(image_folder, capsys, tmp_path):
+    """`ln -s .. ROOT/train/class0/loop` would read the training images again at every depth."""
+    (image_folder / "train" / "class0" / "loop").symlink_to("..")
+    args = ["run", "dataset=imagefolder", f"data.root={image_folder}", f"results_root={tmp_path / 'runs'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a symlink loop" in err and "loop" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+import os
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -152,6 +153,21 @@ def _is_unlabelled(path: Path) -> bool:
     return not any(e.is_dir() for e in entries) and any(e.suffix.lower() in IMAGE_EXTENSIONS for e in entries)
 
 
+def check_no_symlink_loop(path: Path) -> None:
+    """ImageFolder follows symlinks: one that points to a folder above it (``ln -s .. ROOT/train/a/loop``)
+    would read the same images again at every depth. Refused, naming the link."""
+    seen: set[str] = set()
+    for dirpath, dirnames, _ in os.walk(path, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise UserError(
+                f"data.root: {dirpath!r} is a symlink loop (it leads back to {real!r}, already read); "
+                "remove the link or point it outside the tree"
+            )
+        seen.add(real)
+        dirnames.sort()
+
+
 def _image_folder(root: Path, split: str, what: str = "train") -> SizedDataset:
     path = root / split
     if not path.is_dir():
@@ -159,6 +175,7 @@ def _image_folder(root: Path, split: str, what: str = "train") -> SizedDataset:
         key = "data.train_split" if what == "train" else "data.test_split"
         raise UserError(f"data.root {str(root)!r} has no {split}/ folder for the {what} split (it holds "
                         f"{', '.join(found) or 'no folders'}); name the folder with {key}=NAME")
+    check_no_symlink_loop(path)
     try:
         return tvd.ImageFolder(str(path), loader=load_image)
     except (FileNotFoundError, RuntimeError) as err:
