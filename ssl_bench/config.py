@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -419,9 +420,20 @@ def _range_meta(obj: Any, name: str) -> dict:
     return {}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _validate(obj: Any, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        # paths and names reach submitit's batch script (--output, --error, the job name) and shells: a
+        # newline would start a new line of the script, so no setting, wherever it comes from, holds one
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and _CONTROL.search(v):
+                raise ConfigError(
+                    f"bad value for {prefix + f.name!r}: {v!r} holds a newline or control character; valid: one "
+                    "line of printable text"
+                )
         meta = _range_meta(obj, f.name)
         if meta:
             _check_range(f"{prefix}{f.name}", value, meta["range"], meta["note"])

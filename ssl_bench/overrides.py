@@ -4,6 +4,7 @@ OmegaConf dotlist for everything else, and one-line errors that name the nearest
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -33,6 +34,11 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         if "=" not in item:
             raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
         key, value = item.split("=", 1)
+        if re.search(r"[\x00-\x1f\x7f]", value):  # the same rule as config._validate, before YAML reads it
+            raise ConfigError(
+                f"bad value for {key!r}: {value!r} holds a newline or control character; valid: one line of "
+                "printable text"
+            )
         if key == "evals":
             rest.append(expand_shorthand(item))
         elif key in SELECTORS:

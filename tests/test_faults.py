@@ -539,3 +539,19 @@ def test_a_symlink_loop_in_an_image_folder_is_refused(image_folder, capsys, tmp_
     err = capsys.readouterr().err.strip()
     assert "is a symlink loop" in err and "loop" in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_no_setting_from_any_source_puts_a_line_into_a_batch_script(tmp_path, capsys):
+    """A preset's `run_dir: "x\\ntouch PWNED\\n#"` (or results_root, or any string key) is refused before any
+    batch script is written: one validator for every string of the config."""
+    marker = tmp_path / "PWNED"
+    preset = tmp_path / "evil.yaml"
+    preset.write_text(json.dumps({"run_dir": f"x\ntouch {marker}\n#"}))
+    assert main(["run", f"preset={preset}", "launcher=slurm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad value for 'run_dir'" in err and "newline or control character" in err and "\n" not in err
+    for key in ("results_root", "data.root", "log.wandb_project"):
+        assert main(["config", f"{key}=a\x1bb"]) == 2, key
+        assert main(["config", f"{key}=a\nb"]) == 2, key
+        assert capsys.readouterr().err.count(f"bad value for '{key}'") == 2
+    assert not marker.exists()
