@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ssl_bench.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -54,3 +56,49 @@ def save_torch(path: str | Path, obj: Any) -> None:
     import torch
 
     write_atomic(path, lambda f: torch.save(obj, f), mode="wb")
+
+
+MAX_YAML_BYTES = 1 << 20  # configs, presets and recipes are a few KB
+MAX_YAML_VALUES = 100_000  # values after alias expansion (the suite's own configs hold a few hundred)
+
+
+class YAMLFileError(UserError, ValueError):
+    """A YAML file that is not valid, too large, or whose aliases expand beyond :data:`MAX_YAML_VALUES`."""
+
+
+def read_yaml(path: str | Path, what: str = "") -> Any:
+    """A YAML file a user may have received (a preset, a run folder's config.yaml): safe_load (no Python
+    tags), at most :data:`MAX_YAML_BYTES`, and refused when its aliases expand to more than
+    :data:`MAX_YAML_VALUES` values: a 1 KB alias bomb would otherwise cost minutes and gigabytes later, when the
+    config is merged or flattened."""
+    import yaml
+
+    path = Path(path)
+    what = what or repr(str(path))
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise YAMLFileError(f"{what} is {size} bytes; valid: a YAML file of at most {MAX_YAML_BYTES} bytes")
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError as err:
+        raise YAMLFileError(f"{what} is not valid YAML: {str(err).splitlines()[0]}") from None
+    _bounded(data, what)
+    return data
+
+
+def _bounded(data: Any, what: str) -> None:
+    """Count the values of ``data`` as a traversal (merge, flatten) would visit them, aliases expanded,
+    stopping as soon as the count passes the bound."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise YAMLFileError(
+                f"{what} expands to more than {MAX_YAML_VALUES} values through YAML aliases (&anchor / *alias); "
+                "valid: a config without alias bombs"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_bench.atomic import read_yaml
 from ssl_bench.errors import ConfigError
 from ssl_bench.overrides import SELECTORS, all_keys, friendly_error, parse_overrides  # noqa: F401
 from ssl_bench.presets import load_cluster_preset, load_preset, preset_names, recipe_names  # noqa: F401
@@ -521,7 +521,11 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def load_config(path: str | Path) -> RunConfig:
     """Load a saved ``config.yaml`` back into typed dataclasses (for eval/resume)."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("method", "backbone")):
+        raise ConfigError(f"{str(path)!r} is not a run's config (no method and backbone sections)")
+    if not all(isinstance(data[k].get("name"), str) for k in ("method", "backbone")):
+        raise ConfigError(f"{str(path)!r} is not a run's config (method.name and backbone.name missing)")
     method = data.pop("method")
     backbone = data.pop("backbone")
     over = [f"method={method['name']}", f"backbone={backbone['name']}"]

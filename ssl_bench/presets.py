@@ -7,8 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ssl_bench.atomic import read_yaml
 from ssl_bench.errors import ConfigError
 
 
@@ -27,10 +26,7 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Any, what: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what} is not valid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml(path, what) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{what} must be a mapping of config keys")
     return data
@@ -77,4 +73,4 @@ def load_cluster_preset(name: str) -> dict:
             )
             raise ConfigError(f"unknown cluster preset {name!r}; valid: {', '.join(names)} or a path to a .yaml file")
         path = Path(str(res))
-    return yaml.safe_load(path.read_text()) or {}
+    return _read_yaml(path, f"cluster preset {str(path)!r}")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pandas as pd
 import yaml
 
-from ssl_bench.atomic import finite, write_json, write_text
+from ssl_bench.atomic import YAMLFileError, finite, read_yaml, write_json, write_text
 from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,10 @@ class RunDir:
         write_text(self.path / CONFIG, text)
 
     def read_config(self) -> dict:
-        return yaml.safe_load((self.path / CONFIG).read_text())
+        data = read_yaml(self.path / CONFIG, f"{str(self.path / CONFIG)!r}")
+        if not isinstance(data, dict):
+            raise YAMLFileError(f"{str(self.path / CONFIG)!r} is not a run's config (a mapping of config keys)")
+        return data
 
     def check_resume(self, new_config: dict, recorded: dict | None = None) -> None:
         """Refuse to resume with settings that change the training trajectory (batch, crops, optimizer,

@@ -555,3 +555,25 @@ def test_no_setting_from_any_source_puts_a_line_into_a_batch_script(tmp_path, ca
         assert main(["config", f"{key}=a\nb"]) == 2, key
         assert capsys.readouterr().err.count(f"bad value for '{key}'") == 2
     assert not marker.exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_as_a_preset_and_in_a_received_run(finished_run, tmp_path, capsys):
+    """A 1 KB YAML alias bomb (9 levels of 9 aliases) is refused at once, as a preset and as a run folder's
+    config.yaml given to `eval run=`; so is a config.yaml that is not a config at all."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "\n".join(levels) + "\n"
+    assert len(bomb) < 1200
+    preset = tmp_path / "bomb.yaml"
+    preset.write_text(bomb)
+    assert main(["config", f"preset={preset}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expands to more than" in err and "\n" not in err
+    (finished_run / "config.yaml").write_text(bomb)
+    assert main(["eval", f"run={finished_run}"]) == 2
+    assert "expands to more than" in capsys.readouterr().err
+    for garbage in ("[1, 2]\n", "", "just text\n", "method: dino\n"):
+        (finished_run / "config.yaml").write_text(garbage)
+        assert main(["eval", f"run={finished_run}"]) == 2, garbage
+        err = capsys.readouterr().err.strip()
+        assert "config.yaml" in err and "\n" not in err, (garbage, err)
