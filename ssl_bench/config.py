@@ -397,7 +397,21 @@ class RunConfig:
                     f"bad value for 'data.{key}': {size} with backbone.patch_size={patch}; valid: a multiple of "
                     "the patch size"
                 )
+        for key in ("data.root", "eval.data_root", "eval.seg_root", "results_root", "run_dir"):
+            head, _, tail = key.rpartition(".")
+            value = getattr(getattr(self, head) if head else self, tail)
+            if isinstance(value, str) and value.startswith("~") and os.path.expanduser(value).startswith("~"):
+                user = value[1:].split("/", 1)[0]
+                raise ConfigError(
+                    f"bad value for {key!r}: {value!r}: there is no user {user!r} on this machine; valid: a path "
+                    "(~ or ~USER of an existing user)"
+                )
         cores = os.cpu_count() or 1
+        if self.launcher == "local" and self.threads > cores:
+            raise ConfigError(
+                f"bad value for 'threads': {self.threads}; valid: 0 (torch's choice) to {cores}, the CPU cores of "
+                "this machine (more threads than cores run many times slower)"
+            )
         if self.launcher == "local" and self.nproc > cores:
             raise ConfigError(
                 f"bad value for 'nproc': {self.nproc}; valid: 1 to {cores}, the CPU cores of this machine "

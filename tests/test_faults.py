@@ -577,3 +577,17 @@ def test_a_yaml_alias_bomb_is_refused_as_a_preset_and_in_a_received_run(finished
         assert main(["eval", f"run={finished_run}"]) == 2, garbage
         err = capsys.readouterr().err.strip()
         assert "config.yaml" in err and "\n" not in err, (garbage, err)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("threads=1000", "bad value for 'threads': 1000; valid: 0 (torch's choice) to"),
+        ("data.root=~nouser_xyz/x", "there is no user 'nouser_xyz' on this machine"),
+        ("results_root=~nouser_xyz", "bad value for 'results_root'"),
+    ],
+)
+def test_threads_beyond_the_cores_and_unknown_home_folders_are_refused(override, message, capsys):
+    assert main(["config", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
