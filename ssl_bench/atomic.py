@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -55,7 +56,12 @@ def write_json(path: str | Path, obj: Any) -> None:
 def save_torch(path: str | Path, obj: Any) -> None:
     import torch
 
-    write_atomic(path, lambda f: torch.save(obj, f), mode="wb")
+    try:
+        write_atomic(path, lambda f: torch.save(obj, f), mode="wb")
+    except RuntimeError as err:  # torch's zip writer reports a full disk as "unexpected pos ..."
+        if "unexpected pos" in str(err) or "failed writing" in str(err):
+            raise OSError(errno.ENOSPC, "No space left on device (torch.save could not write)", str(path)) from None
+        raise
 
 
 MAX_YAML_BYTES = 1 << 20  # configs, presets and recipes are a few KB

@@ -407,11 +407,6 @@ class RunConfig:
                     "(~ or ~USER of an existing user)"
                 )
         cores = os.cpu_count() or 1
-        if self.launcher == "local" and self.threads > cores:
-            raise ConfigError(
-                f"bad value for 'threads': {self.threads}; valid: 0 (torch's choice) to {cores}, the CPU cores of "
-                "this machine (more threads than cores run many times slower)"
-            )
         if self.launcher == "local" and self.nproc > cores:
             raise ConfigError(
                 f"bad value for 'nproc': {self.nproc}; valid: 1 to {cores}, the CPU cores of this machine "

@@ -582,12 +582,45 @@ def test_a_yaml_alias_bomb_is_refused_as_a_preset_and_in_a_received_run(finished
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("threads=1000", "bad value for 'threads': 1000; valid: 0 (torch's choice) to"),
         ("data.root=~nouser_xyz/x", "there is no user 'nouser_xyz' on this machine"),
         ("results_root=~nouser_xyz", "bad value for 'results_root'"),
     ],
 )
-def test_threads_beyond_the_cores_and_unknown_home_folders_are_refused(override, message, capsys):
+def test_unknown_home_folders_are_refused(override, message, capsys):
     assert main(["config", override]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_os_refusals_random_checkpoints_and_broken_manifests_are_one_line(tmp_path, capsys):
+    """The OS's refusals (a run_dir that is a file, a name over 255 bytes) become one line in one place; a
+    file of random bytes is not a checkpoint; a manifest whose members are not entries with a run_dir is
+    named; and a full disk under torch.save is reported as one."""
+    import errno
+
+    from ssl_bench.atomic import save_torch
+
+    (tmp_path / "afile").write_text("x")
+    for run_dir, message in ((tmp_path / "afile", "File exists"), (tmp_path / ("a" * 300), "File name too long")):
+        assert main(["run", *DINO_TINY, f"run_dir={run_dir}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {message}") and "\n" not in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 20)
+    assert main(["eval", f"weights={junk}", "backbone=vit_tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a torch checkpoint" in err and "\n" not in err
+    for members in ('"x"', "[null]", '[{"job_id": null}]', "[]"):
+        manifest = tmp_path / "m.json"
+        manifest.write_text(f'{{"members": {members}}}')
+        assert main(["status", str(manifest)]) == 2, members
+        err = capsys.readouterr().err.strip()
+        assert "'members' must be a list of entries with a run_dir" in err and "\n" not in err
+
+    class FullDisk:
+        def __reduce__(self):
+            raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file")
+
+    with pytest.raises(OSError) as caught:
+        save_torch(tmp_path / "x.pt", {"a": FullDisk()})
+    assert caught.value.errno == errno.ENOSPC and not list(tmp_path.glob(".x.pt.*"))

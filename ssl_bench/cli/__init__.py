@@ -147,6 +147,10 @@ def _main(argv: list[str] | None) -> int:
     except UserError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # the one place where the OS's refusals (paths, permissions, disk) become one line
+        where = f": {err.filename!r}" if err.filename else ""
+        print(f"error: {err.strerror or _one_line(err)}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

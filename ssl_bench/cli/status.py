@@ -28,6 +28,16 @@ def cmd_status(args: list[str]) -> int:
                 f"sweep manifest {str(target)!r} cannot be read ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''})"
             ) from None
+    bad = (
+        not isinstance(members, list)
+        or not members
+        or [m for m in members if not isinstance(m, dict) or not isinstance(m.get("run_dir"), str)]
+    )
+    if bad:
+        raise UserError(
+            f"sweep manifest {str(target)!r} cannot be read: 'members' must be a list of entries with a run_dir "
+            f"(got {str(members)[:80]})"
+        )
     rows = [_recorded(member_state(m["run_dir"], m.get("job_id")), m) for m in members]
     for r in rows:
         line = (

@@ -78,6 +78,12 @@ def load_file(path: str | Path) -> Any:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err) and "global" not in str(err):  # not a pickle of objects: not a checkpoint
+            detail = [s.strip() for s in str(err).splitlines() if s.strip().startswith("Unsupported")]
+            raise UserError(
+                f"weights={str(path)!r} is not a torch checkpoint, safetensors file or state dict"
+                + (f" ({detail[0][:80]})" if detail else "")
+            ) from None
         first = str(err).splitlines()
         named = next((line.strip() for line in first if "GLOBAL" in line or "global" in line), "")
         raise UserError(
