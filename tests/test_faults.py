@@ -624,3 +624,13 @@ def test_os_refusals_random_checkpoints_and_broken_manifests_are_one_line(tmp_pa
     with pytest.raises(OSError) as caught:
         save_torch(tmp_path / "x.pt", {"a": FullDisk()})
     assert caught.value.errno == errno.ENOSPC and not list(tmp_path.glob(".x.pt.*"))
+
+
+def test_a_checkpoint_of_random_bytes_is_one_line_on_eval_and_resume(finished_run, tiny, capsys):
+    (finished_run / "checkpoint.pt").write_bytes(bytes(range(256)) * 40)
+    assert main(["eval", f"run={finished_run}", "evals=knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint.pt" in err and "\n" not in err, err
+    assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint.pt" in err and "\n" not in err, err
