@@ -572,7 +572,7 @@ def test_a_yaml_alias_bomb_is_refused_as_a_preset_and_in_a_received_run(finished
     (finished_run / "config.yaml").write_text(bomb)
     assert main(["eval", f"run={finished_run}"]) == 2
     assert "expands to more than" in capsys.readouterr().err
-    for garbage in ("[1, 2]\n", "", "just text\n", "method: dino\n"):
+    for garbage in ("[1, 2]\n", "", "just text\n", "method: dino\n", "!!python/object/apply:os.system ['true']\n"):
         (finished_run / "config.yaml").write_text(garbage)
         assert main(["eval", f"run={finished_run}"]) == 2, garbage
         err = capsys.readouterr().err.strip()
