@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.atomic import read_yaml
 from ssl_bench.errors import ConfigError
-from ssl_bench.overrides import SELECTORS, all_keys, friendly_error, parse_overrides  # noqa: F401
+from ssl_bench.overrides import CONTROL_CHARS, SELECTORS, all_keys, friendly_error, parse_overrides  # noqa: F401
 from ssl_bench.presets import load_cluster_preset, load_preset, preset_names, recipe_names  # noqa: F401
 from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 
@@ -331,19 +331,9 @@ class ClusterConfig:
     log_dir: Optional[str] = None  # default: <run_dir>/slurm
 
     def check(self) -> None:
-        """Every value ends up on an ``#SBATCH`` line of a shell script: a newline or other control
-        character would start a new line of the script, so none is allowed, and extra keys must be
-        sbatch long-option names."""
-        import re
-
-        for f in dataclasses.fields(self):
-            values = getattr(self, f.name)
-            for v in values if isinstance(values, list) else [values]:
-                if isinstance(v, str) and re.search(r"[\x00-\x1f\x7f]", v):
-                    raise ConfigError(
-                        f"bad value for 'cluster.{f.name}': {v!r} holds a newline or control character; "
-                        "valid: one line of printable text"
-                    )
+        """Every value ends up on an ``#SBATCH`` line of a shell script: ``_validate`` refuses a newline or
+        other control character in any string setting before this runs; extra keys must be sbatch
+        long-option names."""
         for item in self.extra:
             key = item.partition("=")[0].lstrip("-")
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
@@ -429,16 +419,13 @@ def _range_meta(obj: Any, name: str) -> dict:
     return {}
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _validate(obj: Any, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         # paths and names reach submitit's batch script (--output, --error, the job name) and shells: a
         # newline would start a new line of the script, so no setting, wherever it comes from, holds one
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str) and _CONTROL.search(v):
+            if isinstance(v, str) and CONTROL_CHARS.search(v):
                 raise ConfigError(
                     f"bad value for {prefix + f.name!r}: {v!r} holds a newline or control character; valid: one "
                     "line of printable text"

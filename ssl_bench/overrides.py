@@ -26,6 +26,10 @@ def expand_shorthand(item: str) -> str:
     return f"eval.evals={value}" if listed else f"eval.evals=[{value}]"
 
 
+# no setting holds one: paths and names reach submitit's batch script, where a newline starts a new line
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     """Split ``key=value`` strings into selector values and the remaining dotlist."""
     selectors: dict[str, str] = {}
@@ -34,7 +38,7 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         if "=" not in item:
             raise ConfigError(f"bad override {item!r}: expected key=value (e.g. method=dino optim.lr=5e-4)")
         key, value = item.split("=", 1)
-        if re.search(r"[\x00-\x1f\x7f]", value):  # the same rule as config._validate, before YAML reads it
+        if CONTROL_CHARS.search(value):  # config._validate's rule, before YAML reads the value
             raise ConfigError(
                 f"bad value for {key!r}: {value!r} holds a newline or control character; valid: one line of "
                 "printable text"

@@ -97,7 +97,11 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    ckpt = read_checkpoint(path)
+    return apply_checkpoint(read_checkpoint(path), path, method, optimizer)
+
+
+def apply_checkpoint(ckpt: dict, path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    """Load a checkpoint already read with :func:`read_checkpoint` into ``method`` (and ``optimizer``)."""
     try:
         method.load_state_dict(ckpt["method"])
         if optimizer is not None:

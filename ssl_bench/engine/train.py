@@ -23,7 +23,7 @@ from ssl_bench.data.identity import check_same_data, run_data
 from ssl_bench.data.loader import run_loader
 from ssl_bench.data.multicrop import MultiCropTransform, crop_policy
 from ssl_bench.engine import provenance
-from ssl_bench.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, set_rng_state
+from ssl_bench.engine.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint, set_rng_state
 from ssl_bench.engine.evaluation import evaluate, evaluate_baseline, evaluate_run  # noqa: F401 (public here too)
 from ssl_bench.engine.guards import DivergenceGuard
 from ssl_bench.engine.optim import make_optimizer
@@ -114,13 +114,15 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         opt = make_optimizer(cfg.optim, method)
         start_epoch, step, start_batch, partial, scaler_state = 0, 0, 0, {}, None
-        settings = flatten(yaml.safe_load(to_yaml(cfg)))
+        resolved = yaml.safe_load(to_yaml(cfg))
+        settings = flatten(resolved)
         if run.has_checkpoint() and cfg.resume == "auto":
             # the checkpoint's own settings decide (config.yaml may be gone or edited); before loading its weights
-            recorded = read_checkpoint(run.checkpoint)["extra"].get("settings")
+            ckpt = read_checkpoint(run.checkpoint)
+            recorded = ckpt["extra"].get("settings")
             if recorded is not None or (run.path / "config.yaml").is_file():
-                run.check_resume(yaml.safe_load(to_yaml(cfg)), recorded)
-            ckpt = load_checkpoint(run.checkpoint, method, opt)
+                run.check_resume(resolved, recorded)
+            apply_checkpoint(ckpt, run.checkpoint, method, opt)
             start_epoch, step = ckpt["epoch"], ckpt["step"]
             start_batch = step - start_epoch * spe  # > 0 when the checkpoint was taken mid-epoch
             partial = ckpt["extra"].get("partial", {})
@@ -148,7 +150,7 @@ class Trainer:
             cfg.log.tensorboard and D.is_main(),
             cfg.log.every_steps,
             wandb=cfg.log.wandb and D.is_main(),
-            config=flatten(yaml.safe_load(to_yaml(cfg))),
+            config=settings,
             project=cfg.log.wandb_project,
             offline=cfg.log.wandb_offline,
         )
