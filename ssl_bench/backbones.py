@@ -29,7 +29,8 @@ def _timm():
 
 class Backbone(nn.Module):
     """Interface shared by all backbones. ``model`` is the timm model, built by
-    ``timm.create_model(arch, **create_kwargs)`` (plus the CIFAR stem when ``cifar_stem``)."""
+    ``timm.create_model(timm_name, **create_kwargs)``; ``timm_name`` is ``arch``, or ``arch + "_cifar"`` for
+    the CIFAR stem (registered by :mod:`ssl_bench.timm_models`)."""
 
     embed_dim: int
     is_vit: bool = False
@@ -37,6 +38,10 @@ class Backbone(nn.Module):
     arch: str
     create_kwargs: dict
     cifar_stem: bool = False
+
+    @property
+    def timm_name(self) -> str:
+        return f"{self.arch}_cifar" if self.cifar_stem else self.arch
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -182,14 +187,15 @@ def _dino_pos_embed(vit: Any, x: Tensor) -> Tensor:
 class TimmResNet(Backbone):
     def __init__(self, arch: str, cfg: ResNetConfig) -> None:
         super().__init__()
-        self.arch, self.create_kwargs, self.cifar_stem = arch, dict(num_classes=0), cfg.cifar_stem
-        self.stem_padding = cfg.stem_padding
-        self.model = _timm().create_model(
-            arch, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
-        )
+        self.arch, self.cifar_stem, self.stem_padding = arch, cfg.cifar_stem, cfg.stem_padding
+        self.create_kwargs: dict = dict(num_classes=0)
         if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
-            self.model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=cfg.stem_padding, bias=False)
-            self.model.maxpool = nn.Identity()
+            import ssl_bench.timm_models  # noqa: F401  (registers resnet*_cifar in timm)
+
+            self.create_kwargs["stem_padding"] = cfg.stem_padding
+        self.model = _timm().create_model(
+            self.timm_name, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
+        )
         self.embed_dim = self.model.num_features
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)

@@ -40,11 +40,6 @@ FORMATS = ("timm", "torchvision")
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
-def _cifar_stem(model: nn.Module, padding: int = 1) -> None:
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=padding, bias=False)
-    model.maxpool = nn.Identity()
-
-
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[Path]:
     """Write the run's evaluation encoder as FILE (state dict), FILE.safetensors and FILE.json."""
     from safetensors.torch import save as safetensors_bytes
@@ -92,21 +87,20 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm") -> list[
         "ssl_bench_backbone": asdict(cfg.backbone),
     }
     if fmt == "timm":
-        meta["timm_create_model"] = {"model_name": enc.arch, "pretrained": False, **enc.create_kwargs}
+        meta["timm_create_model"] = {"model_name": enc.timm_name, "pretrained": False, **enc.create_kwargs}
+        if enc.cifar_stem:  # resnet*_cifar: timm's ResNet with the 3x3/1 stem, registered by importing
+            meta["timm_import"] = "ssl_bench.timm_models"
         # timm's preprocessing config of these weights (timm.data.resolve_model_data_config reads it): the
         # run's input size, normalisation and test-time resize; pass it with pretrained=True and the file
         meta["timm_pretrained_cfg_overlay"] = pretrained_cfg(cfg, run, out.with_suffix(".safetensors").name)
     else:
-        meta["torchvision"] = {
-            "model": f"torchvision.models.{enc.arch}",
-            "weights": None,
-            "then": "model.fc = torch.nn.Identity()",
-        }
-    if enc.cifar_stem:
-        meta["then_cifar_stem"] = (
-            f"model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, {meta['stem_padding']}, bias=False); "
-            "model.maxpool = torch.nn.Identity()"
-        )
+        then = "model.fc = torch.nn.Identity()"
+        if enc.cifar_stem:  # torchvision has no model registry to name the CIFAR stem in
+            then += (
+                f"; model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, {meta['stem_padding']}, bias=False); "
+                "model.maxpool = torch.nn.Identity()"
+            )
+        meta["torchvision"] = {"model": f"torchvision.models.{enc.arch}", "weights": None, "then": then}
     paths = [out, out.with_suffix(".safetensors"), out.with_suffix(".json")]
     existed = {p for p in paths if p.exists()}
     try:
@@ -164,16 +158,21 @@ def build_exported(path: str | Path) -> nn.Module:
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta["format"] == "timm":
+        import importlib
+
         import timm
 
+        if meta.get("timm_import"):
+            importlib.import_module(meta["timm_import"])
         model = timm.create_model(**meta["timm_create_model"])
     else:
         import torchvision
 
         model = getattr(torchvision.models, meta["arch"])(weights=None)
         model.fc = nn.Identity()
-    if meta.get("cifar_stem"):
-        _cifar_stem(model, int(meta.get("stem_padding", 1)))
+        if meta.get("cifar_stem"):
+            model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=int(meta["stem_padding"]), bias=False)
+            model.maxpool = nn.Identity()
     model.load_state_dict(read_weights(path))
     return model
 

@@ -2,6 +2,8 @@
 
 import fractions
 import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -94,13 +96,51 @@ def test_export_timm_round_trips_the_dino_teacher(dino_run, tmp_path):
     assert data_cfg["mean"] == pytest.approx(splits.mean) and data_cfg["std"] == pytest.approx(splits.std)
 
 
-def test_export_torchvision_resnet_with_cifar_stem(tmp_path):
-    run_dir = _train(tmp_path / "runs", "simclr", RESNET)
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("simclr") / "runs", "simclr", [*RESNET, "backbone.stem_padding=2"])
+
+
+def test_export_timm_cifar_stem_resnet_loads_by_name(resnet_run, tmp_path):
+    """A CIFAR-stem ResNet loads in timm by its registered name (resnet18_cifar), in a fresh process that
+    imports nothing of the suite but that registration: no code pasted, the run's preprocessing with it."""
+    out = tmp_path / "r18.pt"
+    assert main(["export", f"run={resnet_run}", f"out={out}"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["timm_create_model"]["model_name"] == "resnet18_cifar"
+    assert meta["timm_import"] == "ssl_bench.timm_models" and "then_cifar_stem" not in meta
+    x = torch.randn(2, 3, 16, 16)
+    torch.save(x, tmp_path / "x.pt")
+    script = f"""
+import importlib, json, sys
+import timm, timm.data, torch
+meta = json.load(open({str(out.with_suffix(".json"))!r}))
+importlib.import_module(meta["timm_import"])
+assert not any(m.startswith("ssl_bench.") and m != "ssl_bench.timm_models" for m in sys.modules), sorted(sys.modules)
+overlay = dict(meta["timm_pretrained_cfg_overlay"], file={str(out.with_suffix(".safetensors"))!r})
+model = timm.create_model(**dict(meta["timm_create_model"], pretrained=True, pretrained_cfg_overlay=overlay))
+with torch.no_grad():
+    torch.save(model.eval()(torch.load({str(tmp_path / "x.pt")!r})), {str(tmp_path / "y.pt")!r})
+print(json.dumps(timm.data.resolve_model_data_config(model)))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data_cfg = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data_cfg["input_size"] == [3, 16, 16]
+    assert data_cfg["mean"] == pytest.approx(run_datasets(load_config(resnet_run / "config.yaml")).mean)
+    with torch.no_grad():  # the suite runs ResNets channels-last: the same numbers up to summation order
+        suite = _suite_encoder(resnet_run)(x)
+        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), suite, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(build_exported(out).eval()(x), suite, rtol=1e-5, atol=1e-5)
+
+
+def test_export_torchvision_resnet_with_cifar_stem(resnet_run, tmp_path):
+    run_dir = resnet_run
     out = tmp_path / "r18.pt"
     assert main(["export", f"run={run_dir}", f"out={out}", "format=torchvision"]) == 0
     model = torchvision.models.resnet18(weights=None)
     model.fc = torch.nn.Identity()
-    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # as the .json says: the CIFAR stem
+    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 2, bias=False)  # as the .json says: the CIFAR stem
     model.maxpool = torch.nn.Identity()
     model.load_state_dict(torch.load(out, weights_only=True))
     x = torch.randn(2, 3, 16, 16)
