@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.schedules import Schedule
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, bounded, choice
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.methods.base import (
     BackboneHead,
     Method,
@@ -29,12 +29,12 @@ class BYOLConfig:
     online backbone + projector with cosine momentum 0.996 -> 1 (ImageNet; 0.99 -> 1 at CIFAR scale),
     symmetric negative-cosine loss, no negatives."""
 
-    name: str = "byol"
+    name: str = "byol"  # the registered method (method=NAME)
     hidden_dim: int = bounded(4096, 1)
     out_dim: int = bounded(256, 1)
-    momentum: float = 0.996
+    momentum: float = 0.996  # the target EMA's base momentum tau_base (BYOL §3.2: 0.996)
     momentum_end: float = 1.0  # cosine end point; below 1 keeps a short run's target tracking the online net
-    n_local: int = 0
+    n_local: int = 0  # local crops per image (BYOL: two global views only)
     # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
     # forwards them; false: the crops of one size as one batch
     bn_per_view: bool = False

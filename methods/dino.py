@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, bounded, choice
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
     BackboneHead,
@@ -39,25 +39,26 @@ class DINOConfig:
     sharpening is off when ``teacher_temp == student_temp`` (and the warm-up temperature too).
     """
 
-    name: str = "dino"
+    name: str = "dino"  # the registered method (method=NAME)
     out_dim: int = bounded(65536, 1)
     hidden_dim: int = bounded(2048, 1)
     bottleneck_dim: int = bounded(256, 1)
-    use_bn_in_head: bool = False
+    use_bn_in_head: bool = False  # BatchNorm in the head's MLP (main_dino.py --use_bn_in_head False)
+    # weight-normalised last layer with its norm fixed at 1 (main_dino.py --norm_last_layer True)
     norm_last_layer: bool = True
-    momentum_teacher: float = 0.996
+    momentum_teacher: float = 0.996  # the teacher EMA's base momentum (main_dino.py --momentum_teacher 0.996)
     momentum_teacher_end: float = 1.0  # cosine end point; below 1 keeps a short run's teacher tracking the student
-    centering: bool = True
-    center_momentum: float = 0.9
-    teacher_temp: float = 0.04
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: float = 0.0
-    student_temp: float = 0.1
+    centering: bool = True  # subtract the running centre from the teacher logits (the centering ablation)
+    center_momentum: float = 0.9  # the centre's EMA momentum (main_dino.py DINOLoss center_momentum=0.9)
+    teacher_temp: float = 0.04  # the teacher's softmax temperature after warm-up (main_dino.py --teacher_temp)
+    warmup_teacher_temp: float = 0.04  # its starting value (main_dino.py --warmup_teacher_temp 0.04)
+    warmup_teacher_temp_epochs: float = 0.0  # epochs of the linear warm-up (main_dino.py default 0; README 30)
+    student_temp: float = 0.1  # the student's softmax temperature (main_dino.py DINOLoss student_temp=0.1)
     # step: the teacher temperature warms up linearly per step; epoch: main_dino.py's DINOLoss, a
     # np.linspace over the warm-up epochs indexed by the epoch (constant within an epoch)
     teacher_temp_unit: str = choice("step", ["step", "epoch"])
-    freeze_last_layer: int = 1
-    n_local: int = 8
+    freeze_last_layer: int = 1  # epochs the head's last layer gets no gradient (main_dino.py --freeze_last_layer 1)
+    n_local: int = 8  # local crops per image (main_dino.py --local_crops_number 8)
     # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
     # forwards them; false: the crops of one size as one batch
     bn_per_view: bool = False

@@ -22,7 +22,7 @@ from ssl_bench import dist as D
 from ssl_bench import schedules as S
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, bounded, choice
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
     BackboneHead,
@@ -53,7 +53,7 @@ class MoCoConfig:
     random patch projection and a fixed 2-D sin-cos position embedding.
     """
 
-    name: str = "moco"
+    name: str = "moco"  # the registered method (method=NAME)
     version: int = choice(2, [2, 3])
     hidden_dim: Optional[int] = bounded(None, 1)  # 2048 (v2) / 4096 (v3)
     out_dim: Optional[int] = bounded(None, 1)  # 128 (v2) / 256 (v3)
@@ -82,7 +82,7 @@ class MoCoConfig:
     # builder.py forward updates the key encoder at the start of a step with that step's momentum, which
     # is the after-step EMA taking the next step's momentum (same arithmetic, one update fewer at the end)
     ema_timing: str = choice("after_step", ["after_step", "before_forward"])
-    n_local: int = 0
+    n_local: int = 0  # local crops per image (MoCo: two views only)
 
     def check(self) -> None:
         if self.queue_size < 1:
@@ -95,7 +95,7 @@ class MoCoConfig:
 
 @dataclass
 class MoCoV3Config(MoCoConfig):
-    name: str = "moco_v3"
+    name: str = "moco_v3"  # the registered method (method=NAME)
     version: int = choice(3, [2, 3])
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, bounded, choice
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.methods.base import Method, StepState
 from ssl_bench.registry import register_method
 
@@ -22,11 +22,11 @@ class SimCLRConfig:
     """SimCLR: 2-layer MLP projector with BN (2048 -> 128), NT-Xent over all other samples of the
     global batch. Temperature 0.5 is the paper's CIFAR setting (0.1-0.2 for ImageNet, Table 5/B.7)."""
 
-    name: str = "simclr"
+    name: str = "simclr"  # the registered method (method=NAME)
     hidden_dim: int = bounded(2048, 1)
     out_dim: int = bounded(128, 1)
-    temperature: float = 0.5
-    n_local: int = 0
+    temperature: float = 0.5  # NT-Xent temperature (SimCLR App. B.9, CIFAR-10: 0.5)
+    n_local: int = 0  # local crops per image (SimCLR: two views only)
     # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
     # forwards them; false: the crops of one size as one batch
     bn_per_view: bool = False

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ssl_bench import dist as D
 from ssl_bench.backbones import build_backbone
 from ssl_bench.config import BackboneConfig, bounded
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method, StepState, ring_enqueue
 from ssl_bench.registry import register_method
@@ -31,20 +31,20 @@ class SwAVConfig:
     once full and from ``queue_start_epoch`` on, they join the batch in the Sinkhorn step so the
     equipartition spans more samples than the batch holds."""
 
-    name: str = "swav"
+    name: str = "swav"  # the registered method (method=NAME)
     hidden_dim: int = bounded(2048, 1)
     out_dim: int = bounded(128, 1)
     n_prototypes: int = bounded(3000, 1)
-    temperature: float = 0.1
-    sinkhorn_iterations: int = 3
-    sinkhorn_epsilon: float = 0.05
+    temperature: float = 0.1  # the prototype scores' softmax temperature (main_swav.py --temperature 0.1)
+    sinkhorn_iterations: int = 3  # Sinkhorn-Knopp iterations (main_swav.py --sinkhorn_iterations 3)
+    sinkhorn_epsilon: float = 0.05  # the codes' entropic regularisation (main_swav.py --epsilon 0.05)
     freeze_prototypes_epochs: float = 1.0  # fractions allowed: short schedules freeze for a part of epoch 1
-    n_local: int = 6
+    n_local: int = 6  # local crops per image (scripts/swav_800ep_pretrain.sh --nmb_crops 2 6)
     # each crop through the networks on its own (its own BatchNorm statistics), as solo-learn's training_step
     # forwards them; false: the crops of one size as one batch
     bn_per_view: bool = False
     queue_size: int = 0  # 0: no queue
-    queue_start_epoch: int = 15
+    queue_start_epoch: int = 15  # first epoch that uses the queue (main_swav.py --epoch_queue_starts 15)
     # factor on the scheduled LR for the prototypes (1 in the paper). A short-schedule lever: AdamW moves
     # each weight by about the LR per step, so at 2.5e-4 over ~100 steps the unit-norm prototypes barely move
     prototypes_lr_mult: float = 1.0

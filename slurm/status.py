@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -34,7 +33,7 @@ def member_state(run_dir: str, job_id: str | None) -> dict:
 
 
 def _member_state(run: RunDir, job_id: str | None) -> dict:
-    status = json.loads((run.path / "status.json").read_text()) if (run.path / "status.json").is_file() else {}
+    status = run.read_status()
     state = status.get("state")
     error = None
     if job_id and not run.path.is_dir():

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench.atomic import write_json
 from ssl_bench.config import RunConfig, to_yaml
 from ssl_bench.engine.train import train
 from ssl_bench.errors import UserError
@@ -50,13 +49,7 @@ def parse_time_minutes(value: str) -> int:
 
 
 def write_status(run_dir: str | Path, **fields) -> None:
-    path = Path(run_dir) / "status.json"
-    old = {}
-    if path.is_file():
-        import json
-
-        old = json.loads(path.read_text())
-    write_json(path, {**old, **fields, "updated": time.time()})
+    RunDir(run_dir).write_status(**fields)
 
 
 class TrainJob:
@@ -210,13 +203,12 @@ def submit_array(cfgs: list[RunConfig], folder: str | Path):
 
 def wait_for(job, run: RunDir, poll_s: float = 2.0, stream=None) -> int:
     """Block until the job finishes, streaming new log lines; 0 if the run is done."""
-    import json
     import sys
 
     stream = stream or sys.stderr
     seen = 0
     while True:
-        status = json.loads((run.path / "status.json").read_text()) if (run.path / "status.json").is_file() else {}
+        status = run.read_status()
         log_path = Path(job.paths.stderr) if job.paths.stderr else None
         if log_path and log_path.is_file():
             lines = log_path.read_text(errors="replace").splitlines()
@@ -228,6 +220,6 @@ def wait_for(job, run: RunDir, poll_s: float = 2.0, stream=None) -> int:
         state = slurm_job_state(str(job.job_id))
         if state is not None and state not in ("RUNNING", "PENDING", "REQUEUED", "COMPLETING", "CONFIGURING"):
             time.sleep(poll_s)  # the job has ended: give status.json a moment, then decide
-            status = json.loads((run.path / "status.json").read_text())
+            status = run.read_status()
             return 0 if status.get("state") == "done" else 1
         time.sleep(poll_s)

@@ -12,19 +12,14 @@ import types
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import timm
 import torch
 from torch import Tensor, nn
 
+import ssl_bench.timm_models  # noqa: F401  (registers resnet*_cifar in timm: the CIFAR-stem backbones)
 from ssl_bench.config import BackboneConfig, bounded, choice
 from ssl_bench.errors import ConfigError
 from ssl_bench.registry import BACKBONES, register_backbone
-
-
-def _timm():
-    """timm, imported when a backbone is built (1 s on a 2-core machine: `list` and `config` do not pay it)."""
-    import timm
-
-    return timm
 
 
 class Backbone(nn.Module):
@@ -57,10 +52,10 @@ class Backbone(nn.Module):
 class ViTConfig(BackboneConfig):
     """timm VisionTransformer; ``dynamic_img_size`` lets local crops of another size through."""
 
-    patch_size: int = bounded(16, 1)
+    patch_size: int = bounded(16, 1)  # pixels a side of each patch token (DINO ViT-S/16: 16)
     depth: Optional[int] = bounded(None, 1)  # None: the architecture's depth (12)
     num_heads: Optional[int] = bounded(None, 1)  # None: the architecture's (timm vit_small: 6; MoCo v3's ViT-S: 12)
-    drop_path_rate: float = 0.1
+    drop_path_rate: float = 0.1  # stochastic depth of the trained network (DINO main_dino.py --drop_path_rate 0.1)
     # position embeddings of crops of another size (local crops): timm (resample_abs_pos_embed to the exact
     # grid) or dino (DINO vision_transformer.py:174-194 interpolate_pos_encoding: bicubic by scale factor
     # (grid + 0.1) / sqrt(N), no antialias), which the dino paper recipe uses
@@ -95,10 +90,12 @@ class ResNetConfig(BackboneConfig):
     """timm ResNet; ``cifar_stem`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (32 px inputs)."""
 
     img_size: int = 32
-    cifar_stem: bool = True
+    cifar_stem: bool = True  # the 3x3/1 stem without max-pool of SimCLR App. B.9 / solo-learn (32 px inputs)
     # the CIFAR stem's padding: 1 keeps 32 px at 32 px (SimCLR App. B.9); solo-learn's is 2
     # (solo/methods/base.py:200-202 Conv2d(3, 64, kernel_size=3, stride=1, padding=2): 34 x 34 maps)
     stem_padding: int = 1
+    # each residual branch's last BN scale starts at zero (Goyal et al. 2017, "Accurate, Large Minibatch SGD"
+    # §5.1; timm's zero_init_last, torchvision's zero_init_residual)
     zero_init_residual: bool = True
     channels_last: bool = True  # NHWC weights and inputs (oneDNN / cuDNN fast path); same numbers
 
@@ -117,14 +114,14 @@ class TimmViT(Backbone):
         if cfg.depth is not None:
             kwargs["depth"] = cfg.depth
         if cfg.num_heads is not None:
-            width: int = getattr(_timm().create_model(arch, pretrained=False, depth=1, num_classes=0), "num_features")
+            width: int = getattr(timm.create_model(arch, pretrained=False, depth=1, num_classes=0), "num_features")
             if cfg.num_heads < 1 or width % cfg.num_heads:
                 raise ConfigError(
                     f"bad value for 'backbone.num_heads': {cfg.num_heads}; valid: a divisor of {arch}'s width {width}"
                 )
             kwargs["num_heads"] = cfg.num_heads
         self.arch, self.create_kwargs = arch, dict(num_classes=0, dynamic_img_size=True, **kwargs)
-        self.model = _timm().create_model(arch, pretrained=False, **self.create_kwargs)
+        self.model = timm.create_model(arch, pretrained=False, **self.create_kwargs)
         self.embed_dim = self.model.num_features
         self.num_heads = self.model.blocks[-1].attn.num_heads
         self.patch_size = cfg.patch_size
@@ -189,11 +186,9 @@ class TimmResNet(Backbone):
         super().__init__()
         self.arch, self.cifar_stem, self.stem_padding = arch, cfg.cifar_stem, cfg.stem_padding
         self.create_kwargs: dict = dict(num_classes=0)
-        if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool
-            import ssl_bench.timm_models  # noqa: F401  (registers resnet*_cifar in timm)
-
+        if cfg.cifar_stem:  # the 3x3/1 stem of SimCLR App. B.9 / solo-learn, without the max-pool: resnet*_cifar
             self.create_kwargs["stem_padding"] = cfg.stem_padding
-        self.model = _timm().create_model(
+        self.model = timm.create_model(
             self.timm_name, pretrained=False, zero_init_last=cfg.zero_init_residual, **self.create_kwargs
         )
         self.embed_dim = self.model.num_features
@@ -208,11 +203,19 @@ class TimmResNet(Backbone):
 
 
 def _vit(arch: str):
-    return lambda cfg: TimmViT(arch, cfg)
+    def build(cfg: ViTConfig) -> TimmViT:
+        return TimmViT(arch, cfg)
+
+    build.__doc__ = f"timm {arch} (size and patch from backbone.img_size / patch_size; dynamic image size)"
+    return build
 
 
 def _resnet(arch: str):
-    return lambda cfg: TimmResNet(arch, cfg)
+    def build(cfg: ResNetConfig) -> TimmResNet:
+        return TimmResNet(arch, cfg)
+
+    build.__doc__ = f"timm {arch} (backbone.cifar_stem: a 3x3/1 stem without max-pool, timm's {arch}_cifar)"
+    return build
 
 
 # the timm architecture behind each suite backbone (timm names map back to these: `eval weights=timm:NAME`)

@@ -90,8 +90,8 @@ def _check_range(key: str, value: Any, rng: Range, note: str) -> None:
 class BackboneConfig:
     """Common backbone settings; each registered backbone subclasses this with its defaults."""
 
-    name: str = "vit_tiny"
-    img_size: int = 32
+    name: str = "vit_tiny"  # the registered backbone (backbone=NAME on the command line)
+    img_size: int = 32  # the input size it is built for (ViT position grid; ResNets take any size)
 
     def check(self) -> None:
         if self.img_size < 1:
@@ -102,8 +102,8 @@ class BackboneConfig:
 class ViewAugConfig:
     """Probabilities that differ between crop kinds (first global, second global, local crops)."""
 
-    blur_p: float = 0.5
-    solarize_p: float = 0.0
+    blur_p: float = 0.5  # probability of a Gaussian blur (DINO: 1.0 first global, 0.1 second, 0.5 local)
+    solarize_p: float = 0.0  # probability of solarisation (DINO / BYOL: 0.2 on the second global view only)
 
 
 @dataclass
@@ -112,11 +112,11 @@ class AugConfig:
     Table 6; DINO ``main_dino.py`` DataAugmentationDINO). Each method's recipe sets its own. Both crop
     paths (PIL in the loader, batched tensor ops on the device) build from it."""
 
-    flip_p: float = 0.5
+    flip_p: float = 0.5  # horizontal flip probability (DINO, BYOL, SimCLR, MoCo, SwAV: 0.5)
     jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])  # brightness, contrast, saturation, hue
-    jitter_p: float = 0.8
-    grey_p: float = 0.2
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    jitter_p: float = 0.8  # probability of the colour jitter (DINO / BYOL: 0.8)
+    grey_p: float = 0.2  # probability of greyscale (DINO / BYOL: 0.2)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # [min, max] blur sigma (DINO: 0.1-2.0)
     # tenth: a Gaussian kernel of ~10% of the crop (BYOL: 23 px at 224; 3 taps at 32 px, which truncates
     # sigma 2 to 0.58 of its strength); pil: PIL's ImageFilter.GaussianBlur(radius=sigma), as the DINO, MoCo,
     # SwAV and solo-learn transforms blur (the device path: a kernel of 2 ceil(3 sigma_max) + 1 taps)
@@ -151,19 +151,21 @@ class AugConfig:
 class DataConfig:
     """Dataset location, crop counts, sizes and scales, and the augmentation policy (``data.aug``)."""
 
-    root: Optional[str] = None
-    download: bool = False
+    root: Optional[str] = None  # the dataset's folder (ImageFolder tree or torchvision's format); ~ expands
+    download: bool = False  # cifar10 / cifar100 / stl10: let torchvision download into data.root
     # folder datasets: the sub-folder of data.root to pre-train on, and the one to test on (None: test/,
     # or val/ when there is no test/, as ImageNet ships). A train folder of images without class
     # sub-folders is unlabelled: pre-training only, evaluated on eval.dataset
     train_split: str = "train"
-    test_split: Optional[str] = None
+    test_split: Optional[str] = None  # the sub-folder to test on
     n_global: int = bounded(2, 2, note="every method pairs two global views")
     n_local: Optional[int] = bounded(None, 0)  # None: the method's default (its paper's setting)
     global_size: Optional[int] = bounded(None, 1)  # None: backbone.img_size
     local_size: Optional[int] = bounded(None, 1)  # None: global_size // 2
+    # random-resized-crop area range of the global crops, fractions of the image (DINO main_dino.py
+    # --global_crops_scale 0.4 1; each recipe sets its own)
     global_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
-    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])  # local crops' (DINO: 0.05 0.4)
     blur: bool = True  # false: no blur on any crop, whatever data.aug says (CIFAR recipes drop it)
     solarize: bool = True  # false: no solarisation on any crop
     aug: AugConfig = field(default_factory=AugConfig)
@@ -227,7 +229,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     # lars: trust coefficient (eta) and solo-learn's clip_lr (the adapted LR never exceeds the scheduled one)
     lars_eta: float = bounded(0.001, 0, lo_open=True)
-    lars_clip_lr: bool = False
+    lars_clip_lr: bool = False  # solo-learn's LARS exclude/clip_lr: min(adapted LR, scheduled LR)
     # lars: the trust ratio's denominator. sum: |g| + wd |w| (lightly, solo-learn, apex LARC); update:
     # |g + wd w|, the norm of the decayed gradient (moco-v3 moco/optimizer.py:27-35)
     lars_trust: str = choice("sum", ["sum", "update"])
@@ -258,11 +260,11 @@ class OptimConfig:
 class EvalConfig:
     """Evaluation settings (k-NN follows DINO: weighted vote, T = 0.07)."""
 
-    evals: list[str] = field(default_factory=lambda: ["knn"])
+    evals: list[str] = field(default_factory=lambda: ["knn"])  # evaluations after training: knn, linear, seg
     # evaluate on another labelled dataset than the one pre-trained on (its train split is the k-NN bank
     # and the probe's training set, its test split the queries): needed after unlabelled pre-training
-    dataset: Optional[str] = None
-    data_root: Optional[str] = None
+    dataset: Optional[str] = None  # None: the pre-training dataset
+    data_root: Optional[str] = None  # that dataset's folder (None: data.root)
     knn_k: list[int] = bounded([10, 20, 100, 200], 1, note="neighbours")
     knn_temperature: float = bounded(0.07, 0, lo_open=True, note="the vote's softmax temperature; DINO: 0.07")
     knn_every: int = bounded(0, 0)  # >0: also run k-NN every N epochs
@@ -305,8 +307,8 @@ class LogConfig:
     # Weights & Biases: the same scalars, the config, the final metrics as summary, under <run_dir>/wandb
     # (pip install wandb); offline: written for a later `wandb sync`, as solo-learn's wandb.offline
     wandb: bool = False
-    wandb_project: str = "ssl-bench"
-    wandb_offline: bool = False
+    wandb_project: str = "ssl-bench"  # the W&B project the run is logged under
+    wandb_offline: bool = False  # write the W&B run locally (WANDB_MODE=offline) for a later `wandb sync`
 
 
 @dataclass
@@ -314,20 +316,20 @@ class ClusterConfig:
     """SLURM resources for ``launcher=slurm`` (submitit). One process per GPU, or
     ``tasks_per_node`` processes per node on CPU-only nodes."""
 
-    partition: Optional[str] = None
-    nodes: int = 1
-    gpus_per_node: int = 0
+    partition: Optional[str] = None  # sbatch --partition (None: the cluster's default)
+    nodes: int = 1  # sbatch --nodes
+    gpus_per_node: int = 0  # sbatch --gpus-per-node; one process per GPU
     tasks_per_node: int = 1  # CPU nodes: processes per node (GPU nodes: one per GPU)
-    cpus_per_task: int = 1
+    cpus_per_task: int = 1  # sbatch --cpus-per-task: loader workers and compute threads of each process
     mem: Optional[str] = None  # e.g. "32G" per node
     time: str = "01:00:00"  # [D-]HH:MM:SS or minutes
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    exclude: Optional[str] = None
-    comment: Optional[str] = None
+    account: Optional[str] = None  # sbatch --account
+    qos: Optional[str] = None  # sbatch --qos
+    constraint: Optional[str] = None  # sbatch --constraint, e.g. "volta32gb"
+    exclude: Optional[str] = None  # sbatch --exclude: nodes not to run on
+    comment: Optional[str] = None  # sbatch --comment
     extra: list[str] = field(default_factory=list)  # more sbatch flags as key=value, e.g. [reservation=abc]
-    max_requeues: int = 3
+    max_requeues: int = 3  # times a preempted or timed-out job is requeued (it resumes from its checkpoint)
     log_dir: Optional[str] = None  # default: <run_dir>/slurm
 
     def check(self) -> None:
@@ -353,8 +355,8 @@ class RunConfig:
 
     method: Any = None  # the registered method's config dataclass
     backbone: Any = None  # the registered backbone's config dataclass
-    dataset: str = "digits"
-    preset: Optional[str] = None
+    dataset: str = "digits"  # a registered dataset (dataset=NAME); other than digits needs a named preset
+    preset: Optional[str] = None  # the preset this config was built from (preset=NAME or a .yaml path)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -364,13 +366,13 @@ class RunConfig:
     device: str = choice("auto", ["auto", "cpu", "cuda"])
     threads: int = bounded(0, 0)  # >0: torch.set_num_threads
     run_dir: Optional[str] = None  # default: a fresh folder under results_root
-    results_root: str = "results/runs"
+    results_root: str = "results/runs"  # where run folders are made (report and status read it)
     resume: str = choice("never", ["never", "auto"])
     checkpoint_every_steps: int = bounded(0, 0)  # >0: also checkpoint every N steps (resume mid-epoch)
-    deterministic: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
     compile: bool = False  # torch.compile every backbone (in place; checkpoints keep their keys)
     keep_cpu_memory: bool = True  # glibc: keep freed memory in the heap (no page faults per step); process-wide
-    progress: bool = True
+    progress: bool = True  # tqdm bars for training, feature extraction and probes (false: epoch lines only)
     launcher: str = choice("local", ["local", "slurm"])
     nproc: int = bounded(1, 1)  # launcher=local: processes on this machine (DDP; gloo on CPU, NCCL on GPU)
     wait: bool = False  # launcher=slurm: block until the job ends, streaming its progress
@@ -443,8 +445,9 @@ def _validate(obj: Any, prefix: str = "") -> None:
         check()
 
 
-def build_config(overrides: list[str] | None = None) -> RunConfig:
-    """Resolve a RunConfig from CLI-style overrides (see module docstring)."""
+def build_config(overrides: list[str] | None = None, training: bool = True) -> RunConfig:
+    """Resolve a RunConfig from CLI-style overrides (see module docstring). ``training``: the config trains,
+    so a dataset other than ``digits`` needs a named preset (``eval weights=`` trains nothing)."""
 
     selectors, dotlist = parse_overrides(list(overrides or []))
     preset_name = selectors.get("preset", "default")
@@ -500,6 +503,12 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
         raise friendly_error(err, schema) from None
     if run_cfg.dataset not in DATASETS:
         DATASETS.get(run_cfg.dataset)  # raises a UserError naming the valid datasets
+    if training and "preset" not in selectors and run_cfg.dataset != "digits":
+        # the default preset is the digits demo's recipe; another dataset silently trained with it
+        raise ConfigError(
+            f"dataset={run_cfg.dataset} needs a preset (the default one is the digits demo's recipe); valid: "
+            f"{', '.join(preset_names())} or a path to a .yaml file (preset=default: the demo's recipe on this data)"
+        )
     for name in run_cfg.eval.evals:
         if not isinstance(name, str):
             valid = ", ".join(EVALS.names())
@@ -509,6 +518,17 @@ def build_config(overrides: list[str] | None = None) -> RunConfig:
         EVALS.get(name)  # raises a UserError naming the valid evals
     _validate(run_cfg)
     return run_cfg
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill the config's derived values (crop sizes, method's local-crop count) so the saved config is complete."""
+    data = cfg.data
+    gsize = data.global_size or cfg.backbone.img_size
+    n_local = data.n_local if data.n_local is not None else getattr(cfg.method, "n_local", 0)
+    data = dataclasses.replace(
+        data, global_size=gsize, local_size=data.local_size or max(gsize // 2, 1), n_local=n_local
+    )
+    return dataclasses.replace(cfg, data=data)
 
 
 def to_yaml(cfg: RunConfig) -> str:
@@ -527,9 +547,11 @@ def load_config(path: str | Path) -> RunConfig:
     over = [f"method={method['name']}", f"backbone={backbone['name']}"]
     flat = OmegaConf.to_container(OmegaConf.create({"method": method, "backbone": backbone, **data}))
     data_cfg = OmegaConf.create(flat)
-    cfg = build_config(over)
-    merged = OmegaConf.merge(OmegaConf.structured(cfg), data_cfg)
-    return to_run_config(merged)
+    schema = OmegaConf.structured(build_config(over))
+    try:
+        return to_run_config(OmegaConf.merge(schema, data_cfg))
+    except OmegaConfBaseException as err:  # an unknown key or a wrong type in a received config.yaml
+        raise ConfigError(f"{str(path)!r}: {friendly_error(err, schema)}") from None
 
 
 def to_run_config(node: Any) -> RunConfig:

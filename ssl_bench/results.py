@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CONFIG, TRAIN_LOG, METRICS, CHECKPOINT, LOCK = "config.yaml", "train.jsonl", "metrics.json", "checkpoint.pt", ".lock"
 PROVENANCE = "provenance.json"
+STATUS = "status.json"  # the run's state (pending, running, done, failed, ...), written by the launchers
 WEIGHTS_SOURCE = "weights.json"  # `eval weights=` runs: the file scored and the export's record of its run
 # the temp names atomic.write_atomic gives the files above while writing them (mkstemp: 8 random characters)
 OWN_TEMP = re.compile(
@@ -193,6 +194,27 @@ class RunDir:
             yield
         finally:
             os.close(fd)
+
+    def read_status(self) -> dict:
+        """``status.json`` ({} when there is none); a file that is not a JSON object is a one-line error."""
+        path = self.path / STATUS
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{str(path)!r} is not readable JSON ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{str(path)!r} is not a run status (a JSON object), it holds {str(data)[:60]}")
+        return data
+
+    def write_status(self, **fields: Any) -> None:
+        """Update ``status.json`` with ``fields`` (an unreadable one is replaced)."""
+        try:
+            old = self.read_status()
+        except UserError:
+            old = {}
+        write_json(self.path / STATUS, {**old, **fields, "updated": time.time()})
 
     def provenance(self) -> list[dict]:
         """The provenance entries, one per start (``engine/provenance.py``); [] when none or unreadable."""

@@ -45,6 +45,21 @@ def test_unknown_selectors_list_valid_names():
         build_config(["method"])
 
 
+def test_the_digits_demo_recipe_is_not_given_silently_to_other_data(capsys):
+    """Without preset=, only digits trains with the demo's recipe; other data names its preset."""
+    from ssl_bench.__main__ import main
+
+    for data in ("dataset=imagefolder", "dataset=cifar10"):
+        with pytest.raises(ConfigError, match=rf"^{data} needs a preset .*valid: cifar10, cifar10-cpu, default, paper"):
+            build_config(["method=simclr", data])
+        assert main(["run", "method=simclr", data, "data.root=/nowhere"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {data} needs a preset") and err.count("\n") == 1
+    assert build_config(["preset=default", "dataset=imagefolder"]).preset == "default"  # on purpose
+    assert build_config(["preset=cifar10"]).dataset == "cifar10"
+    assert build_config(["dataset=digits"]).preset == "default"
+
+
 def test_preset_backbone_settings_only_apply_to_that_backbone():
     cfg = build_config(["backbone=resnet18"])  # default preset configures vit_tiny's depth
     assert cfg.backbone.name == "resnet18" and not hasattr(cfg.backbone, "depth")

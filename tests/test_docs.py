@@ -44,6 +44,14 @@ def test_configuration_reference_is_current():
     assert (DOCS / "configuration.md").read_text() == gen, "run: python docs/make_config_reference.py"
 
 
+def test_every_configuration_key_has_a_note():
+    """Each row of docs/configuration.md says what its key does (a comment beside the field in the source)."""
+    rows = [r for r in (DOCS / "configuration.md").read_text().splitlines() if r.startswith("| `")]
+    assert len(rows) > 150
+    bare = [r.split("|")[1].strip() for r in rows if not r.split("|")[3].strip()]
+    assert not bare, f"keys without a note (comment the field in its dataclass): {bare}"
+
+
 def test_a_method_from_an_outside_package_is_found_through_its_entry_point(tiny, tmp_path):
     """The package of docs/extending.md (its python and toml blocks as written), installed by pip into a
     temporary folder, is listed and trained by the command line of a fresh process; a plug-in that fails to

@@ -273,7 +273,10 @@ def test_train_and_test_classes_must_match_by_name(tmp_path, capsys):
 
     root = make_image_folder(tmp_path / "f", classes=2)
     (root / "test" / "class1").rename(root / "test" / "zebra")
-    assert main(["run", "dataset=imagefolder", f"data.root={root}", f"results_root={tmp_path / 'runs'}"]) == 2
+    assert (
+        main(["run", "preset=default", "dataset=imagefolder", f"data.root={root}", f"results_root={tmp_path / 'runs'}"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "test/ lacks class1" in err and "zebra" in err
     assert not (tmp_path / "runs").exists()
@@ -339,6 +342,7 @@ def test_evaluation_data_is_checked_before_training(tmp_path, capsys):
     bad = root / "test" / "class1" / "003.png"
     bad.write_bytes(b"not a png")
     common = [
+        "preset=default",
         "dataset=imagefolder",
         f"data.root={root}",
         "backbone.img_size=16",
@@ -352,7 +356,9 @@ def test_evaluation_data_is_checked_before_training(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "003.png" in err
     assert not (tmp_path / "runs").exists()  # failed before the run folder existed
     one = make_image_folder(tmp_path / "g", classes=1)
-    assert main(["run", *common[2:], "dataset=imagefolder", f"data.root={one}", "evals=knn,linear"]) == 2
+    assert (
+        main(["run", *common[2:], "preset=default", "dataset=imagefolder", f"data.root={one}", "evals=knn,linear"]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "at least 2 classes" in err
 
@@ -534,7 +540,13 @@ def test_export_refuses_bad_targets_and_diverged_weights(finished_run, tmp_path,
 def test_a_symlink_loop_in_an_image_folder_is_refused(image_folder, capsys, tmp_path):
     """`ln -s .. ROOT/train/class0/loop` would read the training images again at every depth."""
     (image_folder / "train" / "class0" / "loop").symlink_to("..")
-    args = ["run", "dataset=imagefolder", f"data.root={image_folder}", f"results_root={tmp_path / 'runs'}"]
+    args = [
+        "run",
+        "preset=default",
+        "dataset=imagefolder",
+        f"data.root={image_folder}",
+        f"results_root={tmp_path / 'runs'}",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "is a symlink loop" in err and "loop" in err and "\n" not in err
@@ -634,3 +646,125 @@ def test_a_checkpoint_of_random_bytes_is_one_line_on_eval_and_resume(finished_ru
     assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 2
     err = capsys.readouterr().err.strip()
     assert "checkpoint.pt" in err and "\n" not in err, err
+
+
+def _without_root_override(cmd: list[str]) -> list[str]:
+    """``cmd`` as a process that file permissions bind: root ignores a read-only folder, so as root the
+    command runs without the capabilities that override them (util-linux ``setpriv``)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made to bind")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *cmd]
+
+
+def test_read_only_folders_are_one_line_and_nothing_is_written(finished_run, tiny, tmp_path):
+    """A read-only run_dir, results_root, report / plot output or export folder: one line naming the path,
+    exit 2, nothing written in it."""
+    import subprocess
+    import sys
+
+    from tests.report.test_report import make_runs
+
+    runs = make_runs(tmp_path / "fixture_runs")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    cases = [
+        ["run", *DINO_TINY, *tiny, f"run_dir={ro / 'x'}"],
+        ["run", *DINO_TINY, *tiny, f"results_root={ro}"],
+        ["report", f"results_root={runs}", f"out={ro / 't'}"],
+        ["plot", "bar", f"results_root={runs}", f"out={ro / 'f'}"],
+        ["export", f"run={finished_run}", f"out={ro / 'enc.pt'}"],
+    ]
+    try:
+        for args in cases:
+            proc = subprocess.run(
+                _without_root_override([sys.executable, "-m", "ssl_bench", *args]),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            lines = proc.stderr.strip().splitlines()  # progress logs, then the error as the last line
+            err = lines[-1] if lines else ""
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert err.startswith("error:") and "Permission denied" in err and str(ro) in err, (args, proc.stderr)
+            assert "Traceback" not in proc.stderr and sum(x.startswith("error:") for x in lines) == 1
+            assert not any(ro.iterdir()), args
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["partition: [unclosed\n", "!!python/object/apply:os.system ['true']\n", "- a list\n", "just words\n"],
+)
+def test_a_broken_cluster_preset_is_one_line(text, tmp_path, capsys):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    assert main(["config", "launcher=slurm", f"cluster={path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cluster.yaml" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_training_checkpoints_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    """The disk fills while an epoch's checkpoint is written: one line saying so, exit 2, and the
+    checkpoint on disk is the previous complete one, which resume reads."""
+    from ssl_bench.config import load_config
+    from ssl_bench.engine.checkpoint import load_checkpoint
+    from ssl_bench.engine.train import build_method
+
+    run_dir = tmp_path / "run"
+    real = torch.save
+    calls = {"n": 0}
+
+    def fill_disk(obj, f, *args, **kwargs):  # the epoch-2 checkpoint: some bytes, then the disk is full
+        if isinstance(obj, dict) and "epoch" in obj:  # a training checkpoint
+            calls["n"] += 1
+            if calls["n"] == 2:
+                f.write(b"PK\x03\x04 partial")
+                raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 4416 vs 4308")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fill_disk)
+    assert main(["run", *DINO_TINY, *tiny, "optim.epochs=3", f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: No space left on device") and "\n" not in err
+    monkeypatch.setattr(torch, "save", real)
+    assert calls["n"] == 2 and not list(run_dir.glob(".*.tmp"))
+    method = build_method(load_config(run_dir / "config.yaml"))
+    assert load_checkpoint(run_dir / "checkpoint.pt", method, None)["epoch"] == 1
+
+
+@pytest.mark.parametrize("text", ["{ not json", "[1, 2]", '"done"'])
+def test_a_garbage_status_json_is_one_line_in_status(text, finished_run, tmp_path, capsys):
+    (finished_run / "status.json").write_text(text)
+    manifest = tmp_path / "sweep.json"
+    manifest.write_text(json.dumps({"members": [{"run_dir": str(finished_run), "job_id": None}]}))
+    for target in (finished_run, manifest):
+        assert main(["status", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "status.json" in err and "\n" not in err and "Traceback" not in err, err
+    RunDir(finished_run).write_status(state="done")  # a launcher replaces it rather than failing
+    assert RunDir(finished_run).read_status()["state"] == "done"
+
+
+@pytest.mark.parametrize(
+    "text", ["[1, 2]\n", "", "just text\n", "!!python/object/apply:os.system ['true']\n", "optim: {lrr: 1}\n"]
+)
+def test_a_garbage_config_yaml_is_one_line_on_resume_and_eval(text, finished_run, tiny, capsys):
+    cfg = finished_run / "config.yaml"
+    good = cfg.read_text()
+    cfg.write_text(text if not text.startswith("optim") else good + text.replace("optim:", "extra_section:"))
+    assert main(["eval", f"run={finished_run}"]) == 2, text
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "config.yaml" in err and "\n" not in err, (text, err)
+    # resume trusts the checkpoint's own settings, not the folder's config.yaml, and writes that back
+    assert main(["run", *DINO_TINY, *tiny, f"run_dir={finished_run}", "resume=auto"]) == 0, text
+    import yaml
+
+    written, before = yaml.safe_load(cfg.read_text()), yaml.safe_load(good)
+    assert {**written, "resume": None} == {**before, "resume": None}

@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from ssl_bench.report.tables import (
-    BELOW_INIT,
-    COLLAPSED,
-    ROW_KEYS,
-    add_published,
-    filtered_runs,
-    parse_filters,
-    summarise,
-    write_tables,
-)
+from ssl_bench.report.archive import keep_summaries
+from ssl_bench.report.tables import BELOW_INIT, COLLAPSED, ROW_KEYS, parse_filters, report_tables
+from ssl_bench.results import RunDir
 
 
 def cmd_report(overrides: list[str]) -> int:
     opts, filters = parse_filters(overrides)
     root = opts.get("results_root", "results/runs")
-    df = filtered_runs(root, filters)
+    summaries = opts.get("summaries")
+    table, keys, paths, sources, df = report_tables(root, overrides)
     skipped = df.attrs.get("skipped", [])
     if skipped:
         print(
             f"warning: skipped {len(skipped)} run folder(s) whose files cannot be read: {', '.join(skipped)}",
             file=sys.stderr,
         )
-    if df.empty:
+    if table is None:
         print(f"no finished runs under {root}" + (f" matching {filters}" if filters else ""))
         return 0
-    cols = opts["columns"].split(",") if "columns" in opts else None
-    by = opts["by"].split(",") if opts.get("by") else None
-    table, numeric, keys = summarise(df, cols, by)
-    table, sources = add_published(table, [c for c in table.columns if c not in keys])
-    out, name = opts.get("out", "results/tables"), opts.get("name", "summary")
-    paths = write_tables(table, out, name, opts.get("caption", ""), numeric, keys, notes="; ".join(sources))
+    if summaries:  # the reported runs' small files and these options: the table can be rendered again
+        again = [o for o in overrides if o.split("=", 1)[0] not in ("results_root", "out", "summaries")]
+        runs = [RunDir(Path(root) / rid) for rid in sorted(df["run_id"].unique())]
+        paths.append(keep_summaries(runs, summaries, {"command": "report", "options": again}))
     print(table.to_markdown(index=False))
     print("cells: mean ± std over the n runs of a row, which differ only in seed")
     if extra := [k for k in keys if k not in ROW_KEYS]:

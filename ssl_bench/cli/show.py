@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from ssl_bench.config import build_config, preset_names, to_yaml
-from ssl_bench.engine.setup import resolve
+from ssl_bench import plugins
+from ssl_bench.config import build_config, preset_names, resolve, to_yaml
 from ssl_bench.registry import BACKBONES, DATASETS, EVALS, METHODS
 
 
 def cmd_config(overrides: list[str]) -> int:
     """The fully resolved config (recipe, derived crop sizes, CLI overrides) as YAML."""
+    plugins.load_all()
     print(to_yaml(resolve(build_config(overrides))), end="")
     return 0
 
 
 def cmd_list(_: list[str]) -> int:
+    plugins.load_all()
     for reg in (METHODS, BACKBONES, DATASETS, EVALS):
         print(f"{reg.kind}s:")
         for name in reg.names():

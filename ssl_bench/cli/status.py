@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ssl_bench.errors import UserError
+from ssl_bench.results import RunDir
 from ssl_bench.slurm.status import member_state
 
 
@@ -14,7 +15,7 @@ def cmd_status(args: list[str]) -> int:
         raise UserError("usage: python -m ssl_bench status SWEEP_MANIFEST.json|SWEEP_ID|RUN_DIR")
     target = Path(args[0])
     if target.is_dir() and (target / "config.yaml").is_file():
-        status = json.loads((target / "status.json").read_text()) if (target / "status.json").is_file() else {}
+        status = RunDir(target).read_status()
         members = [{"run_dir": str(target), "job_id": status.get("job_id")}]
     else:
         if not target.is_file():

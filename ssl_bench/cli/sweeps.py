@@ -12,8 +12,9 @@ from ssl_bench.atomic import write_json
 from ssl_bench.config import build_config
 from ssl_bench.engine.launch import launch, plan
 from ssl_bench.errors import UserError
+from ssl_bench.report.archive import keep_summaries
 from ssl_bench.report.plots import ablation_figure
-from ssl_bench.report.tables import write_tables
+from ssl_bench.report.tables import ablation_tables
 from ssl_bench.results import flatten, new_run_id
 from ssl_bench.slurm.submit import wait_for
 from ssl_bench.sweep import ablation_grid, ablation_variants, expand_grid, yaml_dict
@@ -66,8 +67,9 @@ def cmd_ablate(args: list[str]) -> int:
         raise UserError("usage: python -m ssl_bench ablate METHOD [key=value ...] (e.g. ablate dino)")
     method = args[0]
     grid = ablation_grid(method)
-    overrides = [a for a in args[1:] if not a.startswith("out=")]
+    overrides = [a for a in args[1:] if not a.startswith(("out=", "summaries="))]
     outs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out=")]
+    summaries = [a.split("=", 1)[1] for a in args[1:] if a.startswith("summaries=")]
     grids = expand_grid(overrides)
     base = build_config([f"method={method}", *grids[0]])  # validate once before running anything
     variants = ablation_variants(grid, base)
@@ -113,32 +115,13 @@ def cmd_ablate(args: list[str]) -> int:
 
         jobs = launch(cfgs, on_start=started)
     results = [(label, j.run) for label, j in zip(labels, jobs)]
-    rows, logs = [], []
-    diagnostics = grid.get("diagnostics") or {}
-    for label, run in results:
-        m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
-        train_log = run.read_train_log()
-        final = train_log[-1]
-        rows.append(
-            {
-                "variant": label,
-                "knn top-1": m.get(("knn", "top1"), float("nan")),
-                "random init": m.get(("knn@init", "top1"), float("nan")),
-                **{name: final.get(key, float("nan")) for key, name in diagnostics.items()},
-                "collapsed": bool(m.get(("train", "collapsed"), 0.0)),
-            }
-        )
-        logs += [{**r, "variant": label} for r in train_log]
-    table = pd.DataFrame(rows)
-    table_fmt = table.assign(
-        **{c: table[c].map(lambda v: f"{v:.4f}") for c in ("knn top-1", "random init", *diagnostics.values())}
-    )
     ceiling_key: str = grid.get("ceiling_log_of") or ""
     ceiling = float(flatten(yaml_dict(base))[ceiling_key]) if ceiling_key else None
     caption = f"{method} ablation, {base.dataset}, {base.optim.epochs} epochs" + (
         f", ln({ceiling_key.rsplit('.', 1)[-1]})={math.log(ceiling):.3f}" if ceiling else ""
     )
-    paths = write_tables(table_fmt, tab_dir, f"ablation_{method}", caption)
+    diagnostics = grid.get("diagnostics") or {}
+    table_fmt, paths, logs = ablation_tables(results, tab_dir, f"ablation_{method}", caption, diagnostics)
     paths += ablation_figure(
         pd.DataFrame(logs),
         fig_dir,
@@ -148,6 +131,16 @@ def cmd_ablate(args: list[str]) -> int:
         f"ablation_{method}",
         order=list(grid["variants"]),
     )
+    if summaries:
+        spec = {
+            "command": "ablate",
+            "method": method,
+            "name": f"ablation_{method}",
+            "caption": caption,
+            "diagnostics": diagnostics,
+            "members": [{"variant": label, "run": run.run_id} for label, run in results],
+        }
+        paths.append(keep_summaries([run for _, run in results], summaries[0], spec))
     print(table_fmt.to_markdown(index=False))
     print("\nwrote " + ", ".join(map(str, paths)))
     return 0

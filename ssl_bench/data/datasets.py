@@ -17,8 +17,6 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets as tvd
-from torchvision.transforms import v2 as T
 import torch
 
 from ssl_bench.config import DataConfig
@@ -177,7 +175,9 @@ def _image_folder(root: Path, split: str, what: str = "train") -> SizedDataset:
                         f"{', '.join(found) or 'no folders'}); name the folder with {key}=NAME")
     check_no_symlink_loop(path)
     try:
-        return tvd.ImageFolder(str(path), loader=load_image)
+        from torchvision.datasets import ImageFolder  # torchvision loads in ~1 s: only when data is read
+
+        return ImageFolder(str(path), loader=load_image)
     except (FileNotFoundError, RuntimeError) as err:
         raise UserError(f"cannot read ImageFolder {str(path)!r}: {err}") from None
 
@@ -237,7 +237,7 @@ def digits(cfg: DataConfig) -> DataSplits:
     return DataSplits(train, test, 10, mean=(0.25,) * 3, std=(0.35,) * 3)
 
 
-def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train_kw, test_kw):
+def _torchvision_or_folder(name: str, tv_name: str, num_classes: int, mean, std, train_kw, test_kw):
     def build(cfg: DataConfig) -> DataSplits:
         root = _require_root(cfg, name)
         if (root / cfg.train_split).is_dir() and (root / test_split_name(root, cfg)).is_dir():
@@ -245,6 +245,9 @@ def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train
             if test is None:
                 return DataSplits(train, ListDataset([], []), 0, mean, std, labelled=False)
         else:
+            import torchvision.datasets
+
+            tv_cls = getattr(torchvision.datasets, tv_name)
             try:
                 train = tv_cls(str(root), download=cfg.download, **train_kw)
                 test = tv_cls(str(root), download=cfg.download, **test_kw)
@@ -260,17 +263,17 @@ def _torchvision_or_folder(name: str, tv_cls, num_classes: int, mean, std, train
 
 register_dataset("cifar10")(
     _torchvision_or_folder(
-        "cifar10", tvd.CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), {"train": True}, {"train": False}
+        "cifar10", "CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), {"train": True}, {"train": False}
     )
 )
 register_dataset("cifar100")(
     _torchvision_or_folder(
-        "cifar100", tvd.CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), {"train": True}, {"train": False}
+        "cifar100", "CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), {"train": True}, {"train": False}
     )
 )
 register_dataset("stl10")(
     _torchvision_or_folder(
-        "stl10", tvd.STL10, 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), {"split": "train"}, {"split": "test"}
+        "stl10", "STL10", 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), {"split": "train"}, {"split": "test"}
     )
 )
 
@@ -341,6 +344,8 @@ def run_datasets(cfg) -> DataSplits:
 
 def _resize(size: int, crop_fraction: float, interpolation: str) -> list:
     """Resize the short side to ``size / crop_fraction`` (DINO: 256 for 224), then centre-crop ``size``."""
+    from torchvision.transforms import v2 as T
+
     mode = T.InterpolationMode.BICUBIC if interpolation == "bicubic" else T.InterpolationMode.BILINEAR
     return [T.Resize(int(round(size / crop_fraction)), interpolation=mode, antialias=True), T.CenterCrop(size)]
 
@@ -352,6 +357,8 @@ class EvalImage:
     on the device with :func:`normalize_batch`."""
 
     def __init__(self, size: int, crop_fraction: float = 1.0, interpolation: str = "bilinear") -> None:
+        from torchvision.transforms import v2 as T
+
         self.size = size
         self.direct = crop_fraction == 1.0
         self.slow = T.Compose([T.ToImage(), *_resize(size, crop_fraction, interpolation)])
@@ -371,8 +378,10 @@ def normalize_batch(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
 
 
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 1.0,
-                   interpolation: str = "bilinear") -> T.Compose:
+                   interpolation: str = "bilinear") -> Any:
     """No augmentation: resize the short side to ``size / crop_fraction``, centre crop, normalise."""
+    from torchvision.transforms import v2 as T
+
     return T.Compose(
         [
             T.ToImage(),

@@ -19,14 +19,7 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from ssl_bench.config import AugConfig, ViewAugConfig
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """How many crops a method wants: ``n_global`` at ``global_size``, ``n_local`` at ``local_size``."""
-
-    n_global: int = 2
-    n_local: int = 0
-
+from ssl_bench.data.views import ViewSpec
 
 def blur_kernel(size: int, aug: AugConfig | None = None) -> int:
     """~10% of the crop, odd (BYOL: 23 px at 224); with ``aug.blur_kernel=pil`` wide enough for the largest

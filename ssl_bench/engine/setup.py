@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,8 +14,8 @@ from torch import nn
 
 from ssl_bench import dist as D
 from ssl_bench.backbones import Backbone
-from ssl_bench.config import RunConfig
-from ssl_bench.data.multicrop import ViewSpec
+from ssl_bench.config import RunConfig, resolve
+from ssl_bench.data.views import ViewSpec
 from ssl_bench.engine.allocator import keep_freed_memory
 from ssl_bench.errors import UserError
 from ssl_bench.methods.base import Method
@@ -43,15 +43,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA device is available; valid here: auto, cpu")
     return torch.device(name)
-
-
-def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill the config's derived values (crop sizes, method's local-crop count) so the saved config is complete."""
-    data = cfg.data
-    gsize = data.global_size or cfg.backbone.img_size
-    n_local = data.n_local if data.n_local is not None else getattr(cfg.method, "n_local", 0)
-    data = replace(data, global_size=gsize, local_size=data.local_size or max(gsize // 2, 1), n_local=n_local)
-    return replace(cfg, data=data)
 
 
 def build_method(cfg: RunConfig) -> Method:

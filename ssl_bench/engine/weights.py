@@ -253,7 +253,7 @@ def evaluate_weights(overrides: list[str]):
             f"weights={path!r} has no export .json beside it: pass backbone=NAME (and its img_size, "
             "patch_size, ...) the weights were trained with"
         )
-    cfg = build_config(over)
+    cfg = build_config(over, training=False)
     cfg = replace(cfg, weights=path if path.startswith(TIMM_SCHEMES) else str(Path(path).resolve()))
     for name in cfg.eval.evals:
         EVALS.get(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,7 @@ DEFAULT_COLUMNS = [
     "seg/patch_probe_miou",
     "train/collapsed",
 ]
-REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by", "caption")
+REPORT_OPTIONS = ("results_root", "out", "name", "columns", "by", "caption", "summaries")
 LATEX_VALUE_COLUMNS = 5  # value columns per LaTeX table part: wider tables do not fit a page
 MISSING = "—"
 
@@ -222,46 +223,134 @@ def _header(column: str) -> str:
     return metric(column).label if "/" in column else column
 
 
+LATEX_PACKAGES = "% needs \\usepackage{booktabs, siunitx, adjustbox}\n"
+_LATEX_MARKS = ((BELOW_INIT, r"$\downarrow$init"), (COLLAPSED, r"\dag"))
+_PUBLISHED = re.compile(r"^(-?\d+(?:\.\d+)?) \((\d+) ep\)$")
+
+
+def _latex_numbers(table: pd.DataFrame, col: str, numeric: pd.DataFrame | None) -> list | None:
+    """(mean, std, n) per row of a value column: from ``numeric`` (``<col> mean / std / n``), else read from
+    the cells (a published number, or a plain number); None where the column is not numbers."""
+    if numeric is not None and f"{col} mean" in numeric.columns:
+        std = numeric[f"{col} std"] if f"{col} std" in numeric.columns else pd.Series([None] * len(numeric))
+        n = numeric[f"{col} n"] if f"{col} n" in numeric.columns else pd.Series([None] * len(numeric))
+        return list(zip(numeric[f"{col} mean"], std, n))
+    out: list[tuple[float | None, None, None]] = []
+    if table[col].map(lambda v: isinstance(v, bool)).any():  # a flag (collapsed), not a number
+        return None
+    for cell in table[col]:
+        m = _PUBLISHED.match(str(cell))
+        try:
+            out.append((float(m.group(1)) if m else float(cell), None, None))
+        except (TypeError, ValueError):
+            if str(cell) != MISSING:
+                return None
+            out.append((None, None, None))
+    return out
+
+
+def _siunitx(values: list, kind: str) -> tuple[list[str], str]:
+    """The cells (``61.2 \\pm 0.8``; fractions in %, one decimal) and the ``S[table-format=...]`` column."""
+    scale, decimals = (100.0, 1) if kind == "fraction" else (1.0, 3)
+    means = [abs(v[0] * scale) for v in values if v[0] is not None and v[0] == v[0]]
+    if kind != "fraction" and means and max(means) >= 100:
+        decimals = 1
+    cells, ints, unc, neg = [], 1, 0, False
+    for mean, std, _ in values:
+        if mean is None or mean != mean:
+            cells.append("{---}")
+            continue
+        text = f"{mean * scale:.{decimals}f}"
+        neg |= text.startswith("-")
+        ints = max(ints, len(text.lstrip("-").split(".")[0]))
+        if std is not None and std == std:
+            err = f"{std * scale:.{decimals}f}"
+            unc = max(unc, len(err.replace(".", "").lstrip("0")) or 1)
+            text += f" \\pm {err}"
+        cells.append(text)
+    fmt = f"{'-' if neg else ''}{ints}.{decimals}" + (f"({unc})" if unc else "")
+    return cells, f"S[table-format={fmt}, separate-uncertainty]"
+
+
 def to_latex(
     table: pd.DataFrame,
     caption: str = "",
     keys: list[str] | None = None,
     max_value_columns: int = LATEX_VALUE_COLUMNS,
     notes: str = "",
+    numeric: pd.DataFrame | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> str:
-    """booktabs tables through pandas' Styler: every cell and header escaped, row keys that are the same in
-    every row said once in the caption (after ``caption``, before ``notes`` such as sources), and the value
-    columns split into parts of equal width that fit a page."""
+    """booktabs tables through pandas' Styler, for papers: every number in a ``siunitx`` column (fractions
+    in % to one decimal, ``mean \\pm std``, std left out for one run), the number of runs per row in the
+    caption (or an ``n`` column when rows differ), row keys that are the same in every row said once in the
+    caption, value columns split into parts, each part shrunk to ``\\textwidth`` when wider (adjustbox).
+    ``numeric`` is :func:`summarise`'s number table; ``kinds`` names a column's kind where it is not a metric
+    (fraction, number, bool)."""
     keys = [k for k in (keys or []) if k in table.columns]
     const = [k for k in keys if k != "method" and len(table) > 1 and table[k].nunique(dropna=False) == 1]
     shown = [k for k in keys if k not in const]
     values = [c for c in table.columns if c not in keys]
+    kinds = kinds or {}
+    kind_of = lambda c: kinds.get(c) or metric(c[len("published ") :] if c.startswith("published ") else c).kind  # noqa: E731
+    body = table.reset_index(drop=True).astype(object)  # number columns become siunitx text
+    formats: dict[str, str] = {}
+    counts: list[set] = [set() for _ in range(len(body))]
+    for col in values:
+        kind = kind_of(col)
+        nums = None if kind == "bool" else _latex_numbers(table, col, numeric)
+        if nums is None:
+            continue
+        cells, formats[col] = _siunitx(nums, kind)
+        for i, (cell, shown_cell) in enumerate(zip(cells, table[col])):
+            # text after a number is braced in an S column: a published row's epochs, the marks
+            pub = _PUBLISHED.match(str(shown_cell))
+            after = f"({pub.group(2)} ep)" if pub else ""
+            after += "".join(t for m, t in _LATEX_MARKS if m in str(shown_cell))
+            body.at[i, col] = cell + (f" {{\\,{after}}}" if after else "")
+        for i, (_, _, n) in enumerate(nums):
+            if n is not None and n == n:
+                counts[i].add(int(n))
+    ns = set().union(*counts) if counts else set()
+    n_note = ""
+    if len(ns) == 1:
+        n_note = f"n = {ns.pop()} runs per row"
+    elif ns:
+        body.insert(len(shown), "n", ["--".join(map(str, sorted({min(c), max(c)}))) if c else "" for c in counts])
+        shown = shown + ["n"]
+        n_note = "n: runs per row"
     facts = "; ".join(f"{k} {table[k].iloc[0]}" for k in const)
-    caption = ". ".join(
-        p
-        for p in (caption, facts, "Cells: mean ± std over n runs that differ only in seed" if keys else "", notes)
-        if p
-    )
+    # the headers say which columns are in %; the mean / std note only where cells pool runs
+    cells_note = "Cells: mean ± std over runs that differ only in seed" if numeric is not None and keys else ""
+    caption = ". ".join(p for p in (caption, facts, cells_note, n_note, notes) if p)
     n_parts = max(1, math.ceil(len(values) / max_value_columns))
     width = math.ceil(len(values) / n_parts) if values else 0
     parts = [values[i : i + width] for i in range(0, len(values), width)] if values else [[]]
-    tex = lambda s: (
+    tex = lambda s: (  # noqa: E731
         str(s).replace("±", r"$\pm$").replace("↓", r"$\downarrow$").replace("‖", r"$\|$").replace(COLLAPSED, r"\dag")
     )
+    header = lambda c: _header(c) + (" (%)" if c in formats and kind_of(c) == "fraction" else "")  # noqa: E731
     out = []
     for i, cols in enumerate(parts):
-        part = table[shown + cols].rename(columns=_header)
+        part = body[shown + cols].rename(columns=header)
         cap = caption + (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "")
-        sty = part.style.hide(axis="index").format(tex, escape="latex").format_index(tex, escape="latex", axis=1)
-        out.append(
-            sty.to_latex(
-                hrules=True,
-                position_float="centering",
-                column_format="l" * part.shape[1],
-                caption=tex(_escape(cap)) if cap else None,
-            )
+        numbers = [header(c) for c in shown + cols if c in formats]
+        sty = (
+            part.style.hide(axis="index")
+            .format(tex, escape="latex", subset=[c for c in part.columns if c not in numbers])
+            .format(lambda v: v, subset=numbers)
+            .format_index(tex, escape="latex", axis=1)
         )
-    return "\n".join(out)
+        latex = sty.to_latex(
+            hrules=True,
+            position_float="centering",
+            column_format="".join(formats.get(c, "l") for c in shown + cols),
+            caption=tex(_escape(cap)) if cap else None,
+            siunitx=True,
+        )
+        latex = latex.replace("\\begin{tabular}", "\\begin{adjustbox}{max width=\\textwidth}\n\\begin{tabular}")
+        out.append(latex.replace("\\end{tabular}\n", "\\end{tabular}\n\\end{adjustbox}\n"))
+    return LATEX_PACKAGES + "\n".join(out)
 
 
 _LATEX_SPECIAL = {
@@ -291,12 +380,13 @@ def write_tables(
     numeric: pd.DataFrame | None = None,
     keys: list[str] | None = None,
     notes: str = "",
+    kinds: dict[str, str] | None = None,
 ) -> list[Path]:
     """NAME.md (display), NAME.tex (LaTeX) and NAME.csv (``numeric`` when given: numbers a tool can read)."""
     out = Path(out_dir)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], table.to_markdown(index=False) + "\n")
-    write_text(paths[1], to_latex(table, caption, keys, notes=notes))
+    write_text(paths[1], to_latex(table, caption, keys, notes=notes, numeric=numeric, kinds=kinds))
     # 7 significant digits: what a float32 metric holds, without its binary noise (0.6499999761581421)
     write_text(paths[2], (numeric if numeric is not None else table).to_csv(index=False, float_format="%.7g"))
     return paths
@@ -349,3 +439,50 @@ def filtered_runs(root: str, filters: dict[str, str]) -> pd.DataFrame:
     df = apply_filters(df, filters)
     df.attrs.update(attrs)
     return df
+
+
+def report_tables(root, overrides: list[str], out=None):
+    """The table of the runs under ``root`` that ``overrides`` (report options and filters) select, written
+    as md/tex/csv under ``out`` (default: the ``out=`` option): (table, row keys, paths, sources, frame)."""
+    opts, filters = parse_filters(overrides)
+    df = filtered_runs(str(root), filters)
+    if df.empty:
+        return None, [], [], [], df
+    cols = opts["columns"].split(",") if "columns" in opts else None
+    by = opts["by"].split(",") if opts.get("by") else None
+    table, numeric, keys = summarise(df, cols, by)
+    table, sources = add_published(table, [c for c in table.columns if c not in keys])
+    out = out or opts.get("out", "results/tables")
+    name = opts.get("name", "summary")
+    paths = write_tables(table, out, name, opts.get("caption", ""), numeric, keys, notes="; ".join(sources))
+    return table, keys, paths, sources, df
+
+
+def ablation_tables(
+    results: list, out_dir: str | Path, name: str, caption: str, diagnostics: dict[str, str]
+) -> tuple[pd.DataFrame, list[Path], list[dict]]:
+    """The ablation table NAME.{md,tex,csv} of ``results`` ((variant label, RunDir) pairs): k-NN top-1, random
+    init, the diagnostics (train-log key -> column) at the last epoch, the collapse flag; with the per-epoch
+    logs for its figure."""
+    rows, logs = [], []
+    for label, run in results:
+        m = {(r["eval"], r["metric"]): r["value"] for r in run.read_metrics()}
+        train_log = run.read_train_log()
+        final = train_log[-1]
+        rows.append(
+            {
+                "variant": label,
+                "knn top-1": m.get(("knn", "top1"), float("nan")),
+                "random init": m.get(("knn@init", "top1"), float("nan")),
+                **{name: final.get(key, float("nan")) for key, name in diagnostics.items()},
+                "collapsed": bool(m.get(("train", "collapsed"), 0.0)),
+            }
+        )
+        logs += [{**r, "variant": label} for r in train_log]
+    table = pd.DataFrame(rows)
+    table_fmt = table.assign(
+        **{c: table[c].map(lambda v: f"{v:.4f}") for c in ("knn top-1", "random init", *diagnostics.values())}
+    )
+    kinds = {"knn top-1": "fraction", "random init": "fraction"}
+    paths = write_tables(table_fmt, out_dir, name, caption, keys=["variant"], kinds=kinds)
+    return table_fmt, paths, logs

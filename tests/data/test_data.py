@@ -35,7 +35,7 @@ def test_digits_split_is_fixed_and_stratified():
 
 
 def test_imagefolder_and_per_class_subset(image_folder):
-    cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3"])
+    cfg = build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3"])
     s = build_datasets("imagefolder", cfg.data)
     assert len(s.train) == 6 and sorted(s.train.targets) == [0, 0, 0, 1, 1, 1]
     # the first 3 sorted file names of each class
@@ -48,7 +48,7 @@ def test_imagefolder_and_per_class_subset(image_folder):
 
 def test_validation_split_is_disjoint_from_pretraining_and_test(image_folder):
     cfg = build_config(
-        ["dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3", "data.val_per_class=2"]
+        ["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "data.train_per_class=3", "data.val_per_class=2"]
     )
     s = build_datasets("imagefolder", cfg.data)
     names = lambda d: [d.base.samples[i][0] for i in d.indices]  # noqa: E731
@@ -59,29 +59,29 @@ def test_validation_split_is_disjoint_from_pretraining_and_test(image_folder):
     with pytest.raises(UserError, match="val_per_class needs data.train_per_class"):
         build_datasets(
             "imagefolder",
-            build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.val_per_class=2"]).data,
+            build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "data.val_per_class=2"]).data,
         )
 
 
 def test_cifar10_accepts_image_folder_tree(image_folder):
-    cfg = build_config(["dataset=cifar10", f"data.root={image_folder}"])
+    cfg = build_config(["preset=default", "dataset=cifar10", f"data.root={image_folder}"])
     assert len(build_datasets("cifar10", cfg.data).test) == 16
 
 
 def test_missing_root_and_layout_errors(tmp_path):
     with pytest.raises(UserError, match="needs data.root"):
-        build_datasets("cifar10", build_config(["dataset=cifar10"]).data)
+        build_datasets("cifar10", build_config(["preset=default", "dataset=cifar10"]).data)
     with pytest.raises(UserError, match="does not exist"):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={tmp_path / 'nope'}"]).data)
+        build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={tmp_path / 'nope'}"]).data)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no train/ folder"):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={tmp_path / 'empty'}"]).data)
+        build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={tmp_path / 'empty'}"]).data)
 
 
 def test_corrupt_image_names_the_file(image_folder):
     bad = image_folder / "train" / "class0" / "000.png"
     bad.write_bytes(b"not a png")
-    s = build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+    s = build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}"]).data)
     with pytest.raises(UserError, match=r"cannot read image file .*class0/000\.png"):
         s.train[0]
 
@@ -169,24 +169,24 @@ def test_one_loader_for_all_epochs_equals_per_epoch_loaders():
 def test_imagenet_style_train_val_tree_needs_no_renaming(image_folder, tmp_path):
     """ImageNet ships train/ + val/: the test split falls back to val/; data.test_split names any folder."""
     (image_folder / "test").rename(image_folder / "val")
-    s = build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+    s = build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}"]).data)
     assert len(s.test) == 16 and all("/val/" in p for p, _ in s.test.samples)
-    s = build_datasets("cifar10", build_config(["dataset=cifar10", f"data.root={image_folder}"]).data)
+    s = build_datasets("cifar10", build_config(["preset=default", "dataset=cifar10", f"data.root={image_folder}"]).data)
     assert len(s.test) == 16
     (image_folder / "val").rename(image_folder / "holdout")
-    cfg = build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"])
+    cfg = build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"])
     assert len(build_datasets("imagefolder", cfg.data).test) == 16
     with pytest.raises(
         UserError,
         match=r"no test/ folder for the test split \(it holds holdout/, train/\); name "
         r"the folder with data.test_split=NAME",
     ):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+        build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}"]).data)
     (image_folder / "train").rename(image_folder / "pretrain")
     with pytest.raises(UserError, match="no train/ folder for the train split .* data.train_split=NAME"):
         build_datasets(
             "imagefolder",
-            build_config(["dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"]).data,
+            build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "data.test_split=holdout"]).data,
         )
 
 
@@ -194,7 +194,7 @@ def test_train_and_val_with_different_classes_are_refused(image_folder):
     (image_folder / "test").rename(image_folder / "val")
     (image_folder / "val" / "class1").rename(image_folder / "val" / "class9")
     with pytest.raises(UserError, match="train/ and val/ hold different classes"):
-        build_datasets("imagefolder", build_config(["dataset=imagefolder", f"data.root={image_folder}"]).data)
+        build_datasets("imagefolder", build_config(["preset=default", "dataset=imagefolder", f"data.root={image_folder}"]).data)
 
 
 def _unlabelled(root, n=12):
@@ -210,7 +210,7 @@ def test_unlabelled_pretraining_is_evaluated_on_a_named_labelled_dataset(image_f
     root = _unlabelled(tmp_path / "raw" / "train")
     cfg = build_config(
         [
-            "dataset=imagefolder",
+            "preset=default", "dataset=imagefolder",
             f"data.root={root}",
             "eval.dataset=imagefolder",
             f"eval.data_root={image_folder}",
@@ -226,12 +226,12 @@ def test_unlabelled_pretraining_is_evaluated_on_a_named_labelled_dataset(image_f
         match="holds unlabelled images .* the knn/linear evaluation needs labels; name a "
         "labelled dataset with eval.dataset=NAME",
     ):
-        run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=knn,linear"]))
-    assert len(run_datasets(build_config(["dataset=imagefolder", f"data.root={root}", "evals=seg"])).train) == 12
+        run_datasets(build_config(["preset=default", "dataset=imagefolder", f"data.root={root}", "evals=knn,linear"]))
+    assert len(run_datasets(build_config(["preset=default", "dataset=imagefolder", f"data.root={root}", "evals=seg"])).train) == 12
     with pytest.raises(UserError, match="eval.dataset=imagefolder at .* holds unlabelled images"):
         run_datasets(
             build_config(
-                ["dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder", f"eval.data_root={root}"]
+                ["preset=default", "dataset=imagefolder", f"data.root={root}", "eval.dataset=imagefolder", f"eval.data_root={root}"]
             )
         )
     with pytest.raises(UserError, match="eval.data_root needs eval.dataset"):
@@ -248,7 +248,7 @@ def test_a_run_pretrains_on_unlabelled_images_and_scores_knn_on_another_dataset(
             [
                 "run",
                 "method=simclr",
-                "dataset=imagefolder",
+                "preset=default", "dataset=imagefolder",
                 f"data.root={root}",
                 "eval.dataset=imagefolder",
                 f"eval.data_root={image_folder}",
@@ -270,7 +270,7 @@ def test_a_run_trains_and_evaluates_on_a_train_val_tree(image_folder, tiny, tmp_
     from ssl_bench.results import RunDir
 
     (image_folder / "test").rename(image_folder / "val")
-    over = ["method=simclr", "dataset=imagefolder", f"data.root={image_folder}", "optim.epochs=1", "evals=knn"]
+    over = ["method=simclr", "preset=default", "dataset=imagefolder", f"data.root={image_folder}", "optim.epochs=1", "evals=knn"]
     assert main(["run", *over, *tiny]) == 0
     rows = RunDir(next((tmp_path / "runs").iterdir())).read_metrics()
     assert {(r["eval"], r["metric"]) for r in rows} >= {("knn", "top1"), ("knn@init", "top1")}

@@ -66,7 +66,9 @@ def test_existing_run_dir_without_resume_is_refused(tiny, tmp_path):
 
 def test_bad_data_leaves_no_run_folder(tiny, tmp_path, image_folder):
     (image_folder / "train" / "class1" / "003.png").write_bytes(b"garbage")
-    cfg = build_config(tiny + DINO_TINY + ["dataset=imagefolder", f"data.root={image_folder}", "optim.batch_size=4"])
+    cfg = build_config(
+        tiny + DINO_TINY + ["preset=default", "dataset=imagefolder", f"data.root={image_folder}", "optim.batch_size=4"]
+    )
     with pytest.raises(UserError, match="003.png"):
         train(cfg)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -87,6 +89,7 @@ def test_cli_corrupt_image_error_names_file(tmp_path, image_folder):
     (image_folder / "train" / "class0" / "002.png").write_bytes(b"garbage")
     r = _cli(
         "run",
+        "preset=default",
         "dataset=imagefolder",
         f"data.root={image_folder}",
         "optim.batch_size=4",

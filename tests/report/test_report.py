@@ -244,6 +244,34 @@ def test_latex_is_escaped_and_wide_tables_are_split(tmp_path):
     assert "k-NN top-1 (k=3)" in tex  # human headers
 
 
+def test_latex_for_papers_percent_siunitx_n_in_caption_and_fits_the_page(tmp_path):
+    """Fractions in % to one decimal in siunitx columns, std only where there are two runs, the number of
+    runs in the caption (an n column when rows differ), each tabular shrunk to the text width when wider."""
+    import re
+
+    from ssl_bench.report.tables import summarise, to_latex
+
+    df = load_runs(make_runs(tmp_path / "runs"))
+    table, numeric, keys = summarise(df, ["knn/top1", "knn@init/top1", "train/collapsed"])
+    tex = to_latex(table, "", keys, numeric=numeric)
+    assert tex.startswith("% needs \\usepackage{booktabs, siunitx, adjustbox}")
+    assert "n = 2 runs per row" in tex and "mean $\\pm$ std over runs that differ only in seed" in tex
+    assert "55.0 \\pm 7.1" in tex and "42.0 \\pm 2.8" in tex  # (0.5, 0.6) and (0.40, 0.44), ddof=1
+    assert "{k-NN top-1 (\\%)}" in tex
+    assert re.search(r"\\begin\{tabular\}\{lS\[table-format=2\.1\(\d\)[^]]*\]S\[table-format=2\.1", tex)
+    assert tex.count("\\begin{adjustbox}{max width=\\textwidth}") == tex.count("\\begin{tabular}") == 1
+    assert "0.5500" not in tex and "(n=" not in tex
+    one = df[df["seed"] == 0]
+    table, numeric, keys = summarise(one, ["knn/top1"])
+    tex = to_latex(table, "", keys, numeric=numeric)
+    assert "n = 1 runs per row" in tex and "50.0 \\\\" in tex and "\\pm" not in tex.split("\\midrule")[1]
+    mixed = df[(df["seed"] == 0) | (df["method"] == "dino")]
+    table, numeric, keys = summarise(mixed, ["knn/top1"])
+    tex = to_latex(table, "", keys, numeric=numeric)
+    assert "n: runs per row" in tex and "{n}" in tex
+    assert re.search(r"dino & 2 & 55\.0 \\pm 7\.1", tex) and re.search(r"simclr & 1 & 40\.0 ", tex)
+
+
 def test_a_collapsed_run_marks_every_number_of_its_row(tmp_path):
     from ssl_bench.report.tables import COLLAPSED
 

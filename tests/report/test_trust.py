@@ -16,7 +16,7 @@ from ssl_bench.report.tables import summarise
 from ssl_bench.results import RunDir, load_runs, load_train_logs
 from tests.conftest import TINY, make_image_folder
 
-RUN = [*TINY, "method=simclr", "dataset=imagefolder", "optim.epochs=1", "evals=knn", "eval.knn_k=[5]"]
+RUN = [*TINY, "method=simclr", "preset=default", "dataset=imagefolder", "optim.epochs=1", "evals=knn", "eval.knn_k=[5]"]
 
 
 def _train(root, data, seed):

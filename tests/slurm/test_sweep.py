@@ -37,6 +37,7 @@ def test_ablate_runs_four_variants_and_writes_figure_and_table(tmp_path, capsys)
         "method.bottleneck_dim=16",
         "data.n_local=1",
         f"out={tmp_path / 'out'}",
+        f"summaries={tmp_path / 'kept'}",
     ]
     assert main(["ablate", "dino", *over]) == 0
     table = pd.read_csv(tmp_path / "out" / "ablation_dino.csv")
@@ -50,3 +51,10 @@ def test_ablate_runs_four_variants_and_writes_figure_and_table(tmp_path, capsys)
     assert sum("centering: false" in c for c in cfgs) == 2
     manifest = json.loads(next((tmp_path / "sweeps").glob("*.json")).read_text())
     assert len(manifest["members"]) == 4
+    # the kept summaries render the same table (md, tex with % in siunitx columns, csv)
+    from ssl_bench.report.archive import render
+
+    for p in render(tmp_path / "kept", tmp_path / "again"):
+        assert p.read_text() == (tmp_path / "out" / p.name).read_text(), p.name
+    tex = (tmp_path / "out" / "ablation_dino.tex").read_text()
+    assert "{knn top-1 (\\%)}" in tex and "S[table-format=" in tex
