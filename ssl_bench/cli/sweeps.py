@@ -12,7 +12,7 @@ from ssl_bench.atomic import write_json
 from ssl_bench.config import build_config
 from ssl_bench.engine.launch import launch, plan
 from ssl_bench.errors import UserError
-from ssl_bench.report.archive import keep_summaries
+from ssl_bench.report.archive import keep_summaries, summaries_target
 from ssl_bench.report.plots import ablation_figure
 from ssl_bench.report.tables import ablation_tables
 from ssl_bench.results import flatten, new_run_id
@@ -69,7 +69,7 @@ def cmd_ablate(args: list[str]) -> int:
     grid = ablation_grid(method)
     overrides = [a for a in args[1:] if not a.startswith(("out=", "summaries="))]
     outs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out=")]
-    summaries = [a.split("=", 1)[1] for a in args[1:] if a.startswith("summaries=")]
+    summaries = [summaries_target(a.split("=", 1)[1]) for a in args[1:] if a.startswith("summaries=")]
     grids = expand_grid(overrides)
     base = build_config([f"method={method}", *grids[0]])  # validate once before running anything
     variants = ablation_variants(grid, base)

@@ -21,12 +21,19 @@ SUMMARY_FILES = (CONFIG, METRICS, TRAIN_LOG, PROVENANCE, WEIGHTS_SOURCE)
 TABLE = "table.yaml"
 
 
-def keep_summaries(runs: list[RunDir], dest: str | Path, table: dict) -> Path:
-    """Copy each run's summary files to ``dest/<run id>/`` and describe the table in ``dest/table.yaml``.
-    ``dest`` holds only these runs afterwards (a folder of other runs is refused, not mixed in)."""
+def summaries_target(dest: str | Path) -> Path:
+    """``summaries=DEST`` as a folder this module may fill: new, empty or an earlier summaries folder (a
+    folder of other files is refused). Commands that train check it before they start."""
     dest = Path(dest).expanduser()
     if dest.exists() and not (dest / TABLE).is_file() and any(dest.iterdir()):
         raise UserError(f"summaries={str(dest)!r} is a folder that holds other files; name a new or a summaries folder")
+    return dest
+
+
+def keep_summaries(runs: list[RunDir], dest: str | Path, table: dict) -> Path:
+    """Copy each run's summary files to ``dest/<run id>/`` and describe the table in ``dest/table.yaml``.
+    ``dest`` holds only these runs afterwards (a folder of other runs is refused, not mixed in)."""
+    dest = summaries_target(dest)
     ids = {r.run_id for r in runs}
     if dest.is_dir():  # an earlier summary of this table: its runs are replaced by these
         for old in dest.iterdir():

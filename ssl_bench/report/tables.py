@@ -474,7 +474,7 @@ def ablation_tables(
                 "variant": label,
                 "knn top-1": m.get(("knn", "top1"), float("nan")),
                 "random init": m.get(("knn@init", "top1"), float("nan")),
-                **{name: final.get(key, float("nan")) for key, name in diagnostics.items()},
+                **{column: final.get(key, float("nan")) for key, column in diagnostics.items()},
                 "collapsed": bool(m.get(("train", "collapsed"), 0.0)),
             }
         )

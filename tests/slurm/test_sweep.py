@@ -57,4 +57,12 @@ def test_ablate_runs_four_variants_and_writes_figure_and_table(tmp_path, capsys)
     for p in render(tmp_path / "kept", tmp_path / "again"):
         assert p.read_text() == (tmp_path / "out" / p.name).read_text(), p.name
     tex = (tmp_path / "out" / "ablation_dino.tex").read_text()
+    # a summaries folder holding other files is refused before any variant trains
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("x")
+    before = len(list((tmp_path / "runs").iterdir()))
+    args = [o if not o.startswith("summaries=") else f"summaries={other}" for o in over]
+    assert main(["ablate", "dino", *args]) == 2
+    assert len(list((tmp_path / "runs").iterdir())) == before
     assert "{knn top-1 (\\%)}" in tex and "S[table-format=" in tex
